@@ -1,0 +1,3 @@
+from lesionkit.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command-line interface: one module per command; each parses, validates and calls one library function."""
