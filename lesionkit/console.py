@@ -26,8 +26,9 @@ class Settings:
 
 
 settings = Settings()
-out = Console(soft_wrap=True)  # results (stdout)
-err = Console(stderr=True, soft_wrap=True)  # messages / progress (stderr)
+# Not a terminal (CI logs, pipes, files): wide enough that tables are not squeezed into 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # results (stdout)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)  # messages / progress (stderr)
 
 
 def info(msg: str) -> None:

@@ -102,7 +102,7 @@ def folder_fingerprint(path: Path | str) -> dict[str, Any]:
             h.update(f"{rel}\0{st.st_size}\n".encode())
             n += 1
             total += st.st_size
-    return {"path": str(path), "kind": "folder", "files": n, "bytes": total, "names_sizes_sha256": h.hexdigest()}
+    return {"path": str(path.resolve()), "kind": "folder", "files": n, "bytes": total, "names_sizes_sha256": h.hexdigest()}
 
 
 def input_fingerprint(path: Path | str) -> dict[str, Any]:
@@ -110,4 +110,4 @@ def input_fingerprint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         return folder_fingerprint(path)
-    return {"path": str(path), "kind": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    return {"path": str(path.resolve()), "kind": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}

@@ -70,10 +70,11 @@ def root(
 
 
 def _register() -> None:
-    from lesionkit.cli import env, manifest
+    from lesionkit.cli import env, manifest, split
 
     app.command("env", help=env.env.__doc__)(env.env)
     app.add_typer(manifest.app, name="manifest")
+    app.command("split", help=split.split.__doc__)(split.split)
 
 
 _register()
