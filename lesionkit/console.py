@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 T = TypeVar("T")
 
@@ -32,17 +33,18 @@ err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() els
 
 
 def info(msg: str) -> None:
+    """A progress/decision message on stderr (plain text: paths and values are never read as markup)."""
     if settings.verbosity >= 0:
-        err.print(msg, highlight=False)
+        err.print(escape(msg), highlight=False)
 
 
 def debug(msg: str) -> None:
     if settings.verbosity >= 1:
-        err.print(f"[dim]{msg}[/dim]", highlight=False)
+        err.print(f"[dim]{escape(msg)}[/dim]", highlight=False)
 
 
 def warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False)
 
 
 def _bars_enabled() -> bool:

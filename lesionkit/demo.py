@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lesionkit.console import info, out
+from lesionkit.console import err, out, settings
 from lesionkit.fsio import check_output
+from rich.markup import escape
 
 
 def run_demo(workspace: Path, n: int = 240, size: int = 128, seed: int = 0, workers: int = 2, overwrite: bool = False) -> dict[str, Path]:
@@ -32,7 +33,8 @@ def run_demo(workspace: Path, n: int = 240, size: int = 128, seed: int = 0, work
     t0 = time.perf_counter()
 
     def step(name: str) -> None:
-        info(f"[bold cyan]== {name}[/bold cyan] ({time.perf_counter() - t0:.1f}s)")
+        if settings.verbosity >= 0:
+            err.print(f"[bold cyan]== {escape(name)}[/bold cyan] ({time.perf_counter() - t0:.1f}s)", highlight=False)
 
     step(f"synth: {n} synthetic dermoscopy images at {size}px with ground-truth masks")
     outputs["synthetic"] = workspace / "synthetic"

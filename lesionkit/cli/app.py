@@ -9,6 +9,7 @@ import sys
 import traceback
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from lesionkit import __version__
@@ -20,11 +21,11 @@ def render_error(error: LesionkitError) -> None:
     """Short message + details + hint on stderr; the traceback only with ``-v``."""
     if settings.verbosity >= 1:
         err.print(traceback.format_exc(), markup=False, highlight=False)
-    err.print(f"[bold red]error:[/bold red] {error.message}", highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(error.message)}", highlight=False)
     for line in error.details:
         err.print(f"  {line}", highlight=False, markup=False)
     if error.hint:
-        err.print(f"[cyan]hint:[/cyan] {error.hint}", highlight=False)
+        err.print(f"[cyan]hint:[/cyan] {escape(error.hint)}", highlight=False)
 
 
 class LesionkitGroup(TyperGroup):

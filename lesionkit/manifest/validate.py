@@ -159,6 +159,7 @@ def validate_manifest(path: Path, check_files: bool = False, workers: int = 2) -
 
 def render_problems(path: Path, problems: list[Problem], stats: dict[str, Any], report: Path | None = None) -> None:
     """Print the problems as one table; raise :class:`ValidationFailed` (exit 1) when there are any."""
+    from rich.markup import escape
     from rich.table import Table
 
     if report is not None:
@@ -170,7 +171,7 @@ def render_problems(path: Path, problems: list[Problem], stats: dict[str, Any], 
         return
     t = Table("problem", "column", "count", "details", "examples", title=f"{path}: {len(problems)} problem(s)")
     for p in problems:
-        t.add_row(p.kind, p.column or "", str(p.count), p.message, "\n".join(p.examples))
+        t.add_row(p.kind, p.column or "", str(p.count), escape(p.message), escape("\n".join(p.examples)))
     out.print(t)
     raise ValidationFailed(
         f"{len(problems)} problem(s) in {path} (table above)",

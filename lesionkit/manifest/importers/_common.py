@@ -133,7 +133,7 @@ def attach_images(
     missing = out["image_path"].isna()
     n_missing = int(missing.sum())
     if n_missing:
-        examples = ", ".join(ids[missing].head(5).tolist())
+        examples = ", ".join(map(str, ids[missing].head(5).tolist()))
         where = ", ".join(map(str, dirs)) or "(no image folder given or found)"
         if not allow_missing:
             raise InputError(

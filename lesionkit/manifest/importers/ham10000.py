@@ -33,7 +33,7 @@ def build(opts: ImportOptions) -> ImportResult:
             "lesion_id": raw["lesion_id"].str.strip(),
             "label": map_labels(dx, CLASSES, csv, "dx"),
             "diagnosis": dx,
-            "malignant": dx.isin(list(MALIGNANT)).astype("Int8"),
+            "malignant": dx.isin(list(MALIGNANT)).astype("Int8").where(dx.notna()),
             "age_approx": to_float(raw["age"]),
             "sex": normalise_sex(raw["sex"]),
             "anatom_site": normalise_site(raw["localization"]),
