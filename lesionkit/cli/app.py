@@ -71,11 +71,13 @@ def root(
 
 
 def _register() -> None:
-    from lesionkit.cli import env, manifest, split
+    from lesionkit.cli import demo, env, manifest, split, synth
 
-    app.command("env", help=env.env.__doc__)(env.env)
+    app.command("demo", help=demo.demo.__doc__)(demo.demo)
+    app.command("synth", help=synth.synth.__doc__)(synth.synth)
     app.add_typer(manifest.app, name="manifest")
     app.command("split", help=split.split.__doc__)(split.split)
+    app.command("env", help=env.env.__doc__)(env.env)
 
 
 _register()
