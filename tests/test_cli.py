@@ -69,3 +69,16 @@ def test_show_prints_schema_classes_and_provenance(runner, tmp_path):
     assert res.exit_code == 0, res.output
     for word in ("sample_id", "Int16", "ben", "mal", "train", "test", "lesion_id", "unit test", "unknown: 1"):
         assert word in res.output
+
+
+def test_demo_runs_every_stage(runner, tmp_path):
+    ws = tmp_path / "ws"
+    res = invoke(runner, "demo", "--workspace", ws, "--n", "40", "--size", "64", "--workers", "1")
+    assert res.exit_code == 0, res.output
+    for name in ("synthetic/manifest.parquet", "manifest.parquet", "splits.json"):
+        assert (ws / name).exists(), name
+    assert "demo finished" in res.output
+    obj = json.loads((ws / "splits.json").read_text())
+    assert obj["report"]["shared_groups_total"] == 0 and obj["n_folds"] == 5
+    again = invoke(runner, "demo", "--workspace", ws, "--n", "40", "--size", "64")
+    assert again.exit_code == 1 and "--overwrite" in again.output

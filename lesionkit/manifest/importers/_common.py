@@ -72,6 +72,23 @@ def check_unique(ids: pd.Series, path: Path, column: str) -> None:
         )
 
 
+def index_metadata(meta: pd.DataFrame, id_col: str, ids: pd.Series, path: Path, what: str, hint: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Index a metadata table by its (stripped, unique) ``id_col``; return it and which ``ids`` it covers.
+
+    No overlap at all is an error (wrong file); partial overlap is reported and the rest left ``<NA>``.
+    """
+    meta = meta.copy()
+    meta[id_col] = meta[id_col].str.strip()
+    check_unique(meta[id_col], path, id_col)
+    meta = meta.set_index(id_col)
+    matched = ids.isin(meta.index)
+    if not matched.any():
+        raise InputError(f"{path}: none of its {id_col} values match {what}", hint=hint)
+    if not matched.all():
+        warn(f"{path.name}: no metadata for {int((~matched).sum())} of {len(ids)} images (left empty)")
+    return meta, matched
+
+
 def map_labels(names: pd.Series, classes: list[str], path: Path, column: str) -> pd.Series:
     """Class names -> Int16 indices into ``classes``; unknown names are an error that lists them."""
     index = {c: i for i, c in enumerate(classes)}

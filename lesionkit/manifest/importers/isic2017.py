@@ -19,7 +19,7 @@ from lesionkit.console import info
 from lesionkit.errors import InputError
 from lesionkit.manifest.importers import ImportOptions, ImportResult
 from lesionkit.manifest.importers._common import (
-    add_image_sizes, attach_images, check_unique, map_labels, normalise_sex, read_csv, to_float,
+    add_image_sizes, attach_images, check_unique, index_metadata, map_labels, normalise_sex, read_csv, to_float,
 )
 
 NAME = "isic2017"
@@ -84,19 +84,10 @@ def _read_split(folder: Path, split: str) -> tuple[pd.DataFrame, list[Path]]:
     meta_path = folder / meta_name(split)
     if meta_path.is_file():
         meta = read_csv(meta_path, META_COLUMNS, NAME)
-        meta["image_id"] = meta["image_id"].str.strip()
-        check_unique(meta["image_id"], meta_path, "image_id")
-        meta = meta.set_index("image_id")
-        matched = df["sample_id"].isin(meta.index)
-        if not matched.any():
-            raise InputError(
-                f"{meta_path}: none of its image_id values match {gt_path.name}",
-                hint=f"is {meta_path.name} from the same ISIC 2017 release?",
-            )
+        meta, _ = index_metadata(meta, "image_id", df["sample_id"], meta_path, gt_path.name,
+                                 hint=f"is {meta_path.name} from the same ISIC 2017 release?")
         df["age_approx"] = to_float(df["sample_id"].map(meta["age_approximate"]))
         df["sex"] = normalise_sex(df["sample_id"].map(meta["sex"]))
-        if not matched.all():
-            info(f"{meta_path.name}: no metadata for {int((~matched).sum())} of {len(df)} {split} images (age/sex left empty)")
         inputs.append(meta_path)
     return df, inputs
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lesionkit.console import info, warn
+from lesionkit.console import info
 from lesionkit.errors import InputError
 from lesionkit.manifest.importers import ImportOptions, ImportResult
 from lesionkit.manifest.importers._common import (
-    add_image_sizes, attach_images, check_unique, find_file, map_labels, normalise_sex, normalise_site, read_csv,
+    add_image_sizes, attach_images, check_unique, find_file, index_metadata, map_labels, normalise_sex, normalise_site, read_csv,
     require_columns, to_float,
 )
 
@@ -117,17 +117,8 @@ def _metadata(df: pd.DataFrame, path: Path, fmt: str) -> pd.DataFrame:
     known = [c for c in META_MAP if c in meta.columns]
     if not known:
         require_columns(meta, ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"], path, fmt)
-    meta["image"] = meta["image"].str.strip()
-    check_unique(meta["image"], path, "image")
-    meta = meta.set_index("image")
-    matched = df["sample_id"].isin(meta.index)
-    if not matched.any():
-        raise InputError(
-            f"--format {fmt}: {path}: none of its image values match the ground truth",
-            hint="pass the metadata file of the same ISIC release and set (Training / Test)",
-        )
-    if not matched.all():
-        warn(f"{path.name}: no metadata for {int((~matched).sum())} of {len(df)} images (left empty)")
+    meta, _ = index_metadata(meta, "image", df["sample_id"], path, "the ground truth",
+                             hint="pass the metadata file of the same ISIC release and set (Training / Test)")
     out = df.copy()
     for col in known:
         values = out["sample_id"].map(meta[col])
