@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,10 +169,3 @@ def read_manifest(path: Path | str) -> Manifest:
     df = coerce(pq.read_table(path).to_pandas())
     extra = {k: v for k, v in record.items() if k not in ("schema_version", "classes", "provenance")}
     return Manifest(df=df, classes=list(record.get("classes", [])), provenance=list(record.get("provenance", [])), extra=extra, path=path)
-
-
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except FileNotFoundError:
-        return False

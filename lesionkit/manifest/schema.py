@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 SCHEMA_VERSION = 1
@@ -48,14 +47,6 @@ COLUMNS: dict[str, Column] = {
         Column("width", "Int32", False, "image width in pixels"),
     ]
 }
-
-CORE_ORDER = list(COLUMNS)
-
-
-def empty_frame(n: int = 0) -> pd.DataFrame:
-    """A frame with every core column, all ``<NA>``, in the contract's dtypes."""
-    return pd.DataFrame({name: pd.Series([pd.NA] * n, dtype=col.dtype) for name, col in COLUMNS.items()})
-
 
 def _to_category(s: pd.Series) -> pd.Series:
     s = s.astype("string")
@@ -100,7 +91,3 @@ def dtype_matches(s: pd.Series, expected: str) -> bool:
     if expected == "string":
         return isinstance(s.dtype, pd.StringDtype)
     return name == expected
-
-
-def is_integer_like(values: np.ndarray) -> bool:
-    return bool(np.all(np.mod(values, 1) == 0))

@@ -70,4 +70,9 @@ def get(name: str) -> ModuleType:
 
 
 def describe() -> list[tuple[str, str]]:
-    return [(n, get(n).help_for(n) if hasattr(get(n), "help_for") else get(n).HELP) for n in _MODULES]
+    """(format, one-line description of what SOURCE is) for every registered importer."""
+    rows = []
+    for n in _MODULES:
+        module = get(n)
+        rows.append((n, module.help_for(n) if hasattr(module, "help_for") else module.HELP))
+    return rows
