@@ -773,7 +773,7 @@ def _render_write(spec: SampleSpec, root: str) -> dict[str, Any]:
         "fov": spec.fov,
         "lesion_frac": float(masks["lesion"].mean()),
         "lesion_colours": len(les.colours),
-        **{f"{name}_mask_path": _rel(spec.sample_id, name) for name in MASK_NAMES},
+        **{f"{name}_mask_path": os.path.join(root, _rel(spec.sample_id, name)) for name in MASK_NAMES},
     }
 
 
@@ -816,7 +816,7 @@ def generate(out_dir: Path, n: int, size: int = 128, seed: int = 0, overwrite: b
     """
     from lesionkit.console import info, track
     from lesionkit.fsio import atomic_dir, check_output
-    from lesionkit.manifest.io import Manifest, provenance_record, write_manifest
+    from lesionkit.manifest.io import Manifest, provenance_record, read_manifest, write_manifest
 
     if n < 1:
         raise UsageError(f"n must be at least 1 (got {n})", hint="e.g. --n 200")
@@ -854,7 +854,7 @@ def generate(out_dir: Path, n: int, size: int = 128, seed: int = 0, overwrite: b
             }},
         )
         write_manifest(manifest, tmp / "manifest.parquet")
-    manifest.path = out_dir / "manifest.parquet"
+    manifest = read_manifest(out_dir / "manifest.parquet")  # paths now point into the final folder
     info(f"wrote {out_dir}: {n} images ({int(df['malignant'].sum())} malignant) at {size}px, seed {seed}")
     return manifest
 

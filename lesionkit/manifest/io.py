@@ -37,7 +37,7 @@ class Manifest:
 
     @property
     def root(self) -> Path:
-        """Folder that relative ``image_path`` values are resolved against."""
+        """Folder that relative path values are resolved against (manifests read from disk hold absolute paths)."""
         return self.path.parent if self.path is not None else Path.cwd()
 
     def image_paths(self) -> pd.Series:
@@ -46,6 +46,15 @@ class Manifest:
 
     def fingerprint(self) -> str:
         return manifest_fingerprint(self.df)
+
+
+def path_columns(df: pd.DataFrame) -> list[str]:
+    """Columns holding file paths: ``image_path`` and every ``*_path`` column (masks, prep outputs, ...).
+
+    On disk they are relative to the manifest's folder when inside it; in memory (after
+    :func:`read_manifest`) they are absolute.
+    """
+    return [c for c in df.columns if c == "image_path" or str(c).endswith("_path")]
 
 
 def provenance_record(stage: str, config: dict[str, Any], inputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -118,7 +127,8 @@ def write_manifest(manifest: Manifest, path: Path | str, overwrite: bool = False
             f"{len(dup)} duplicate sample_id values (first: {', '.join(map(str, dup.unique()[:5]))})",
             hint="each image must appear once; de-duplicate the source table",
         )
-    df["image_path"] = relativize_paths(resolve_paths(df["image_path"], Path.cwd()), path.parent)
+    for c in path_columns(df):  # relative paths in memory are taken as relative to the working directory
+        df[c] = relativize_paths(resolve_paths(df[c], Path.cwd()), path.parent)
     record = {
         "schema_version": SCHEMA_VERSION,
         "classes": list(manifest.classes),
@@ -132,6 +142,8 @@ def write_manifest(manifest: Manifest, path: Path | str, overwrite: bool = False
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     manifest.path = path
+    for c in path_columns(df):
+        df[c] = resolve_paths(df[c], path.parent)
     manifest.df = df
     return path
 
@@ -163,9 +175,11 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
 
 
 def read_manifest(path: Path | str) -> Manifest:
-    """Read a manifest; refuses files from a newer schema version."""
+    """Read a manifest (path columns made absolute); refuses files from a newer schema version."""
     path = Path(path)
     record = read_metadata(path)
     df = coerce(pq.read_table(path).to_pandas())
+    for c in path_columns(df):
+        df[c] = resolve_paths(df[c], path.parent)
     extra = {k: v for k, v in record.items() if k not in ("schema_version", "classes", "provenance")}
     return Manifest(df=df, classes=list(record.get("classes", [])), provenance=list(record.get("provenance", [])), extra=extra, path=path)

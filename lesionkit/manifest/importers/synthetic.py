@@ -24,7 +24,7 @@ GROUND_TRUTH = ["ita_true", "skin_L", "skin_a", "skin_b", "hair_dark", "hair_lig
 
 
 def build(opts: ImportOptions) -> ImportResult:
-    from lesionkit.manifest.io import read_manifest, resolve_paths
+    from lesionkit.manifest.io import read_manifest
 
     path = find_file(opts.source, ["manifest.parquet"], "manifest.parquet written by `lesionkit synth`", NAME)
     m = read_manifest(path)
@@ -52,8 +52,6 @@ def build(opts: ImportOptions) -> ImportResult:
                 )
             warn(f"{n_missing} of {len(df)} images listed in {path} are missing; image_path left empty")
             df.loc[~exists, "image_path"] = pd.NA
-    for c in MASK_COLUMNS:
-        df[c] = resolve_paths(df[c], m.root)
     inputs = [path, *[d for d in (path.parent / "images", path.parent / "masks") if d.is_dir()], *opts.images]
     return ImportResult(
         df=df, classes=CLASSES, inputs=inputs,
