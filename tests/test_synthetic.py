@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -289,8 +288,8 @@ def test_same_seed_same_bytes_any_workers_different_seed_differs(tmp_path):
     assert len(da) == 10 * 6 and da == db
     cols = [c for c in a.df.columns if c.endswith("_path")]  # absolute in memory: a/... vs b/...
     pd.testing.assert_frame_equal(a.df.drop(columns=cols), b.df.drop(columns=cols))
-    for c in cols:
-        assert [os.path.relpath(p, tmp_path / "a") for p in a.df[c]] == [os.path.relpath(p, tmp_path / "b") for p in b.df[c]]
+    for col in cols:
+        assert [os.path.relpath(p, tmp_path / "a") for p in a.df[col]] == [os.path.relpath(p, tmp_path / "b") for p in b.df[col]]
     assert set(da.values()).isdisjoint(v for k, v in dc.items() if k.startswith("images/"))
     assert not a.df["ita_true"].equals(c.df["ita_true"])
 
