@@ -1,6 +1,6 @@
 """``lesionkit demo``: the whole pipeline on generated synthetic data, on the CPU, in a few minutes.
 
-Stages so far: synth → manifest build (synthetic importer) → manifest validate --check-files → split.
+Stages so far: synth → manifest build (synthetic importer) → manifest validate --check-files → split → prep.
 Each later stage adds itself here.
 """
 
@@ -21,6 +21,8 @@ def run_demo(workspace: Path, n: int = 240, size: int = 128, seed: int = 0, work
     from lesionkit.manifest.build import build_manifest
     from lesionkit.manifest.importers import ImportOptions
     from lesionkit.manifest.validate import render_problems, validate_manifest
+    from lesionkit.prep.pipeline import PrepConfig
+    from lesionkit.prep.run import run_prep
     from lesionkit.splits.run import run_split
     from lesionkit.synthetic import generate
 
@@ -52,7 +54,15 @@ def run_demo(workspace: Path, n: int = 240, size: int = 128, seed: int = 0, work
     outputs["splits"] = workspace / "splits.json"
     run_split(outputs["manifest"], outputs["splits"], n_folds=5, seed=seed, test_frac=0.2)
 
+    step("prep: field-of-view crop to 128 px, ink + ruler inpainting, dark + light hair removal, preview sheet")
+    outputs["prep"] = workspace / "prep"
+    run_prep(outputs["manifest"], outputs["prep"],
+             PrepConfig(size=size, resize_mode="fov-crop", hair="lesionkit", inpaint=("ink", "ruler"), save_masks=True),
+             workers=workers, preview=8)
+    outputs["prep manifest"] = outputs["prep"] / "manifest.parquet"
+    outputs["prep preview"] = outputs["prep"] / "preview.png"
+
     out.print(f"\n[bold green]demo finished[/bold green] in {time.perf_counter() - t0:.1f}s; outputs:")
     for k, v in outputs.items():
-        out.print(f"  {k:<10} {v}")
+        out.print(f"  {k:<14} {v}")
     return outputs

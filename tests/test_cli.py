@@ -13,7 +13,7 @@ from tests.conftest import invoke
 
 COMMANDS = [
     [], ["env"], ["manifest"], ["manifest", "build"], ["manifest", "validate"], ["manifest", "show"], ["split"],
-    ["synth"], ["demo"],
+    ["synth"], ["demo"], ["prep"],
 ]
 
 
@@ -75,7 +75,7 @@ def test_demo_runs_every_stage(runner, tmp_path):
     ws = tmp_path / "ws"
     res = invoke(runner, "demo", "--workspace", ws, "--n", "40", "--size", "64", "--workers", "1")
     assert res.exit_code == 0, res.output
-    for name in ("synthetic/manifest.parquet", "manifest.parquet", "splits.json"):
+    for name in ("synthetic/manifest.parquet", "manifest.parquet", "splits.json", "prep/manifest.parquet", "prep/preview.png"):
         assert (ws / name).exists(), name
     assert "demo finished" in res.output
     obj = json.loads((ws / "splits.json").read_text())

@@ -71,12 +71,13 @@ def root(
 
 
 def _register() -> None:
-    from lesionkit.cli import demo, env, manifest, split, synth
+    from lesionkit.cli import demo, env, manifest, prep, split, synth
 
     app.command("demo", help=demo.demo.__doc__)(demo.demo)
     app.command("synth", help=synth.synth.__doc__)(synth.synth)
     app.add_typer(manifest.app, name="manifest")
     app.command("split", help=split.split.__doc__)(split.split)
+    app.command("prep", help=prep.prep.__doc__)(prep.prep)
     app.command("env", help=env.env.__doc__)(env.env)
 
 

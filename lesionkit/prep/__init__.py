@@ -1,0 +1,1 @@
+"""Preprocessing stage: decode, geometry, hair removal, illumination, confounder inpainting."""

@@ -1,0 +1,447 @@
+"""Hair detection and removal for dermoscopy images: dark hair (black-hat) and light / white hair (white top-hat).
+
+Algorithm of :func:`detect_hair` (every size below is in pixels of an image whose short side is
+``reference_size`` and scales with the image, see "Sizes"):
+
+1. Channels (uint8). Dark hair is measured on ``dark_channel`` (default ``"max"`` = the brightest of R, G, B:
+   near-black hair is dark in every channel, brown pigment keeps a bright red channel), light hair on
+   ``light_channel`` (default ``"green"``: white, grey and blond hair are brighter than reddish skin in green,
+   while grey hair can be darker than pink skin in red and blond hair darker in blue). ``"grey"`` is ITU-R 601
+   luma as :func:`cv2.cvtColor` computes it. Pixels outside ``fov_mask`` are set to the channel's median inside
+   it first, so a dermoscope's dark surround creates no response.
+2. Response (0-255): black-hat (closing - image) for dark hair, white top-hat (image - opening) for light hair,
+   structuring element ``kernel_shape`` of side ``kernel_size``: structures narrower than about half of it
+   respond. With ``light_after_dark`` the dark strands already found are filled (with a closing) before the
+   white top-hat, so skin between two dark strands is not taken for a light strand.
+3. Threshold: candidates are pixels with ``response > threshold``. ``"auto"`` = ``max(auto_floor, median +
+   auto_k * 1.4826 * MAD)`` of the response inside the field of view, computed from its histogram with each
+   integer value spread uniformly over ``[v - 0.5, v + 0.5]`` (so the threshold moves continuously; integer
+   MADs of 1, 2, 3 would make it jump), and iterated up to 4 times on the values below the current threshold
+   so that dense hair (which can cover a third of the image) does not inflate it.
+4. Components (8-connected) are kept when all of: area >= ``min_area``; elongation ``length / width`` >=
+   ``min_elongation``, with ``length`` = the major-axis length of the component's second-moment ellipse
+   (``4 * sqrt(largest eigenvalue)``, as ``skimage.measure.regionprops``' ``axis_major_length``) and ``width =
+   area / length`` (a straight strand of length L and width w scores about L / w, a disc 1.27); at least a
+   fraction ``line_support`` of its pixels lie on a straight run of candidates ``line_length`` long in one of
+   12 orientations (binary opening with line segments, maximum over orientations). Hairs are long and locally
+   straight; pigment-network meshes, dots, globules, lesion borders and specular highlights are not. Setting
+   ``min_area``, ``min_elongation`` and ``line_support`` to 0 switches the filter off (the published recipe has
+   none).
+
+:func:`remove_hair` dilates the union of both masks by ``dilate`` px (a strand's soft edge is below threshold
+but still visible) and fills it with :func:`cv2.inpaint` (``inpaint_method``, ``inpaint_radius``).
+
+Sizes: with ``reference_size`` set, ``kernel_size``, ``line_length``, ``min_area`` (as an area) and ``dilate``
+scale with ``short side / reference_size`` (kernels stay odd and at least 3 px); with ``reference_size=None``
+they are fixed pixels. ``inpaint_radius`` is always in pixels (cv2.inpaint's cost grows with its square). For
+speed, the line-support test of images at least twice the reference size runs on the candidate mask
+max-pooled by ``short side // reference_size``.
+
+Tiny images: an image whose short side is below the effective kernel size comes back unchanged with an empty
+detection (``frac`` 0): a kernel wider than the image sees no structure narrower than itself.
+
+Measured quality and speed: ``benchmarks/bench_hair.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from lesionkit.errors import InputError, UsageError
+
+KernelShape = Literal["cross", "ellipse", "line-bank", "rect"]
+Channel = Literal["grey", "max", "min", "red", "green", "blue"]
+KERNEL_SHAPES: tuple[str, ...] = ("cross", "ellipse", "line-bank", "rect")
+CHANNELS: tuple[str, ...] = ("grey", "max", "min", "red", "green", "blue")
+INPAINT_METHODS: tuple[str, ...] = ("telea", "ns")
+LINE_ANGLES = 12  # orientations of line structuring elements (every 15 degrees)
+GROW = 0.0
+_AUTO_ITER = 4  # re-estimations of the "auto" threshold on the values below the previous one
+
+
+@dataclass(frozen=True)
+class HairParams:
+    """Parameters of hair detection and removal; the defaults are the ``"lesionkit"`` preset. Algorithm and size
+    scaling: see the module docstring.
+
+    dark / light: detect dark hair (black-hat) / light hair (white top-hat).
+    kernel_shape: structuring element of the top-hats: ``"cross"``, ``"ellipse"``, ``"rect"`` (OpenCV's
+        ``MORPH_CROSS`` / ``MORPH_ELLIPSE`` / ``MORPH_RECT``) or ``"line-bank"`` (line segments in ``LINE_ANGLES``
+        orientations; the response is the maximum of the per-orientation top-hats).
+    kernel_size: odd side of the structuring element, px at ``reference_size``.
+    reference_size: short side (px) at which the pixel sizes hold; ``None`` = fixed pixels at any image size.
+    threshold: ``"auto"`` or an int in 0..255; a pixel is a candidate when its response is strictly greater.
+    min_area: smallest component area kept, px at ``reference_size`` (0 = no area filter).
+    min_elongation: smallest component length / width kept (0 = no shape filter).
+    line_support: smallest fraction (0..1) of a component's pixels on a straight candidate run of
+        ``line_length`` px (0 = no such test).
+    line_length: length of that run, px at ``reference_size`` (odd, >= 3).
+    dilate: dilation radius of the final mask before inpainting, px at ``reference_size`` (0 = none).
+    inpaint_method / inpaint_radius: :func:`cv2.inpaint` flavour (``"telea"`` or ``"ns"``) and radius in px (>= 1).
+    dark_channel / light_channel: channel each polarity is measured on, one of ``CHANNELS``.
+    auto_k / auto_floor: ``"auto"`` threshold = ``max(auto_floor, median + auto_k * 1.4826 * MAD)``.
+    light_after_dark: fill the dark strands found before looking for light ones.
+    """
+
+    dark: bool = True
+    light: bool = True
+    kernel_shape: KernelShape = "ellipse"
+    kernel_size: int = 11
+    reference_size: int | None = 256
+    threshold: int | Literal["auto"] = "auto"
+    min_area: int = 20
+    min_elongation: float = 3.0
+    line_support: float = 0.7
+    line_length: int = 21
+    dilate: int = 1
+    inpaint_method: Literal["telea", "ns"] = "ns"
+    inpaint_radius: int = 1
+    dark_channel: Channel = "max"
+    light_channel: Channel = "green"
+    auto_k: float = 7.0
+    auto_floor: int = 4
+    light_after_dark: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> UsageError:
+            return UsageError(f"HairParams.{name} must be {expected} (got {getattr(self, name)!r})")
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        if self.kernel_shape not in KERNEL_SHAPES:
+            raise bad("kernel_shape", "one of " + ", ".join(KERNEL_SHAPES))
+        for name in ("kernel_size", "line_length"):
+            v = getattr(self, name)
+            if not is_int(v) or v < 3 or v % 2 == 0:
+                raise bad(name, "an odd int >= 3")
+        if self.reference_size is not None and (not is_int(self.reference_size) or self.reference_size < 8):
+            raise bad("reference_size", "None or an int >= 8")
+        if self.threshold != "auto" and (not is_int(self.threshold) or not 0 <= self.threshold <= 255):
+            raise bad("threshold", '"auto" or an int in 0..255')
+        for name in ("min_area", "dilate", "auto_floor"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise bad(name, "an int >= 0")
+        if not is_int(self.inpaint_radius) or self.inpaint_radius < 1:
+            raise bad("inpaint_radius", "an int >= 1")
+        if self.inpaint_method not in INPAINT_METHODS:
+            raise bad("inpaint_method", "one of " + ", ".join(INPAINT_METHODS))
+        for name in ("dark_channel", "light_channel"):
+            if getattr(self, name) not in CHANNELS:
+                raise bad(name, "one of " + ", ".join(CHANNELS))
+        if not 0.0 <= self.line_support <= 1.0:
+            raise bad("line_support", "in [0, 1]")
+        if not self.min_elongation >= 0:
+            raise bad("min_elongation", ">= 0")
+        if not self.auto_k >= 0:
+            raise bad("auto_k", ">= 0")
+
+
+PRESETS: dict[str, HairParams] = {
+    # Bevan & Atapour-Abarghouei ("Skin Deep Unlearning", 2022), as published: greyscale, 17x17 cross black-hat,
+    # binary threshold 10, cv2.inpaint Telea radius 1, dark hair only, no component filter; fixed pixels (they
+    # applied it to 256x256 images).
+    "bevan": HairParams(dark=True, light=False, kernel_shape="cross", kernel_size=17, reference_size=None,
+                        threshold=10, min_area=0, min_elongation=0.0, line_support=0.0, dilate=0,
+                        inpaint_method="telea", inpaint_radius=1, dark_channel="grey", light_after_dark=False),
+    # dark + light hair, measured best on synthetic strands over real HAM10000 images (benchmarks/bench_hair.py)
+    "lesionkit": HairParams(),
+    # the same detector for dark hair only (never touches light structures)
+    "dark": HairParams(light=False),
+}
+
+
+def get_preset(name: str) -> HairParams:
+    """The :class:`HairParams` of a named preset (``PRESETS``); :class:`UsageError` listing the names otherwise."""
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise UsageError(f"unknown hair preset {name!r}; valid: {', '.join(PRESETS)}",
+                         hint="e.g. 'lesionkit' (dark + light hair) or 'bevan' (the published recipe)") from None
+
+
+@dataclass(frozen=True)
+class HairDetection:
+    """Result of :func:`detect_hair` (bool HxW masks, before the inpainting dilation): ``dark`` and ``light``
+    strands, ``mask = dark | light``, and ``frac`` = the fraction of image pixels in ``mask``, in [0, 1]."""
+
+    mask: np.ndarray
+    dark: np.ndarray
+    light: np.ndarray
+    frac: float
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+
+def _check_image(img: np.ndarray) -> None:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise InputError(f"hair removal needs an RGB uint8 image of shape (H, W, 3) (got {got})")
+
+
+def _scale(params: HairParams, shape: tuple[int, ...]) -> float:
+    return 1.0 if params.reference_size is None else min(shape[:2]) / params.reference_size
+
+
+def _odd(x: float) -> int:
+    k = max(3, round(x))
+    return k if k % 2 else k + 1
+
+
+def _line_kernels(k: int) -> list[np.ndarray]:
+    import cv2
+
+    out = []
+    c = (k - 1) / 2.0
+    for i in range(LINE_ANGLES):
+        a = math.pi * i / LINE_ANGLES
+        dx, dy = c * math.cos(a), c * math.sin(a)
+        ker = np.zeros((k, k), np.uint8)
+        cv2.line(ker, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1, 1)
+        out.append(ker)
+    return out
+
+
+def _kernels(shape: str, k: int) -> list[np.ndarray]:
+    import cv2
+
+    if shape == "line-bank":
+        return _line_kernels(k)
+    code = {"cross": cv2.MORPH_CROSS, "ellipse": cv2.MORPH_ELLIPSE, "rect": cv2.MORPH_RECT}[shape]
+    return [cv2.getStructuringElement(code, (k, k))]
+
+
+def _channel(img: np.ndarray, name: str) -> np.ndarray:
+    import cv2
+
+    if name == "grey":
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    r, g, b = cv2.split(img)
+    if name == "max":
+        return cv2.max(cv2.max(r, g), b)
+    if name == "min":
+        return cv2.min(cv2.min(r, g), b)
+    return {"red": r, "green": g, "blue": b}[name]
+
+
+def _tophat(ch: np.ndarray, op: int, kernels: list[np.ndarray]) -> np.ndarray:
+    import cv2
+
+    resp = cv2.morphologyEx(ch, op, kernels[0])
+    for ker in kernels[1:]:
+        np.maximum(resp, cv2.morphologyEx(ch, op, ker), out=resp)
+    return resp
+
+
+def _threshold(resp: np.ndarray, params: HairParams, fov: np.ndarray | None) -> float:
+    """The fixed threshold, or the ``"auto"`` one: ``max(auto_floor, median + auto_k * 1.4826 * MAD)`` of the
+    response over the field of view. Median and MAD treat each integer response ``v`` as spread uniformly over
+    ``[v - 0.5, v + 0.5]``, so they move continuously (plain integer MADs of 1, 2, 3 would make the threshold
+    jump in steps of ``1.48 * auto_k``). Both are exact for that piecewise-uniform density and stay put until
+    hair covers half of the field of view."""
+    import cv2
+
+    if params.threshold != "auto":
+        return float(params.threshold)
+    hist = cv2.calcHist([resp], [0], None if fov is None else fov.view(np.uint8), [256], [0, 256]).ravel()
+    hist = hist.astype(np.float64)
+    t = 255.0
+    for _ in range(_AUTO_ITER):
+        h = hist.copy()
+        h[math.floor(t) + 1:] = 0.0
+        t_new = _robust_threshold(h, params)
+        if abs(t_new - t) < 0.25:
+            return t_new
+        t = t_new
+    return t
+
+
+def _robust_threshold(hist: np.ndarray, params: HairParams) -> float:
+    n = float(hist.sum())
+    if n == 0:
+        return 255.0
+    v = np.arange(256, dtype=np.float64)
+    med = _quantile_pw_uniform(v - 0.5, v + 0.5, hist, 0.5 * n)
+    # |x - med| for x uniform on [v - 0.5, v + 0.5]: uniform on [|v - med| -+ 0.5] when med is outside that
+    # interval; when inside, the fold at 0 gives two overlapping uniform pieces (split the bin's weight).
+    lo, hi = v - 0.5 - med, v + 0.5 - med
+    inside = (lo < 0) & (hi > 0)
+    a1 = np.where(inside, 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+    b1 = np.where(inside, -lo, np.maximum(np.abs(lo), np.abs(hi)))
+    w1 = np.where(inside, hist * (-lo), hist)
+    a2, b2, w2 = np.zeros(256), np.where(inside, hi, 1.0), np.where(inside, hist * hi, 0.0)
+    mad = _quantile_pw_uniform(np.concatenate([a1, a2]), np.concatenate([b1, b2]), np.concatenate([w1, w2]), 0.5 * n)
+    return max(float(params.auto_floor), med + params.auto_k * 1.4826 * mad)
+
+
+def _quantile_pw_uniform(a: np.ndarray, b: np.ndarray, w: np.ndarray, target: float) -> float:
+    """x with ``sum_i w_i * clip((x - a_i) / (b_i - a_i), 0, 1) = target``: a weighted quantile of a mixture of
+    uniform densities on ``[a_i, b_i]`` (the CDF is piecewise linear between the interval ends)."""
+    keep = (w > 0) & (b > a)
+    a, b, w = a[keep], b[keep], w[keep]
+    xs = np.unique(np.concatenate([a, b]))
+    cdf = (w[None, :] * np.clip((xs[:, None] - a[None, :]) / (b - a)[None, :], 0.0, 1.0)).sum(axis=1)
+    return float(np.interp(target, cdf, xs))
+
+
+def _components(cand: np.ndarray, min_area: float, min_elong: float, support: np.ndarray | None,
+                min_support: float) -> np.ndarray:
+    """Keep the 8-connected components of ``cand`` with area >= ``min_area``, length / width >= ``min_elong``
+    and at least a fraction ``min_support`` of their pixels in ``support``."""
+    import cv2
+
+    if not cand.any() or (min_area <= 0 and min_elong <= 0 and (support is None or min_support <= 0)):
+        return cand
+    n, labels = cv2.connectedComponents(cand.view(np.uint8), connectivity=8)
+    idx = np.flatnonzero(cand)
+    lab = labels.ravel()[idx]
+    area = np.bincount(lab, minlength=n).astype(np.float64)
+    keep = area >= max(min_area, 1.0)
+    keep[0] = False
+    if min_elong > 0:
+        ys, xs = np.divmod(idx, cand.shape[1])
+        xf, yf = xs.astype(np.float64), ys.astype(np.float64)
+        a = np.maximum(area, 1.0)
+        mx = np.bincount(lab, xf, n) / a
+        my = np.bincount(lab, yf, n) / a
+        cxx = np.bincount(lab, xf * xf, n) / a - mx * mx + 1.0 / 12.0  # + 1/12: a pixel's own extent
+        cyy = np.bincount(lab, yf * yf, n) / a - my * my + 1.0 / 12.0
+        cxy = np.bincount(lab, xf * yf, n) / a - mx * my
+        lam = (cxx + cyy) / 2.0 + np.sqrt(((cxx - cyy) / 2.0) ** 2 + cxy * cxy)
+        length = 4.0 * np.sqrt(np.maximum(lam, 0.0))
+        keep &= length * length / a >= min_elong
+    if support is not None and min_support > 0:
+        keep &= np.bincount(lab, support.ravel()[idx].astype(np.float64), n) >= min_support * area
+    return keep[labels] & cand
+
+
+def _line_support(cand: np.ndarray, length: int, pool: int) -> np.ndarray:
+    """Pixels of ``cand`` on a straight run of candidates ``length`` px long (at the pooled scale) in one of
+    ``LINE_ANGLES`` orientations: max over orientations of the binary opening with a line segment. With
+    ``pool > 1`` the test runs on ``cand`` max-pooled by ``pool`` and is mapped back to full size."""
+    import cv2
+
+    c8 = cand.view(np.uint8)
+    h, w = c8.shape
+    if pool > 1:
+        c8 = cv2.dilate(c8, np.ones((pool, pool), np.uint8), anchor=(0, 0))[::pool, ::pool]
+    sup = np.zeros_like(c8)
+    if min(c8.shape) >= length:
+        for ker in _line_kernels(length):
+            np.maximum(sup, cv2.morphologyEx(c8, cv2.MORPH_OPEN, ker), out=sup)
+    if pool > 1:
+        sup = np.repeat(np.repeat(sup, pool, axis=0), pool, axis=1)[:h, :w]
+    return sup.view(bool) & cand
+
+
+def _detect_one(img: np.ndarray, params: HairParams, fov: np.ndarray | None, dark: bool, k: int, scale: float,
+                exclude: np.ndarray | None = None) -> np.ndarray:
+    import cv2
+
+    ch = _channel(img, params.dark_channel if dark else params.light_channel)
+    if fov is not None and not fov.all():
+        ch = ch.copy()
+        ch[~fov] = np.uint8(np.median(ch[fov])) if fov.any() else 0
+    if exclude is not None and exclude.any():
+        # dark strands already found: fill them (closing), so the skin between two of them is not a thin bright
+        # structure for the white top-hat
+        grow = cv2.dilate(exclude.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))).view(bool)
+        closed = cv2.morphologyEx(ch, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+        ch = np.where(grow, closed, ch)
+    resp = _tophat(ch, cv2.MORPH_BLACKHAT if dark else cv2.MORPH_TOPHAT, _kernels(params.kernel_shape, k))
+    t = _threshold(resp, params, fov)
+    cand = resp > t
+    if fov is not None:
+        cand &= fov
+    support = None
+    pool = max(1, int(scale)) if params.reference_size is not None else 1
+    length = _odd(params.line_length * scale / pool) if params.reference_size is not None else params.line_length
+    if params.line_support > 0 and cand.any():
+        support = _line_support(cand, length, pool)
+    kept = _components(cand, params.min_area * scale * scale, params.min_elongation, support, params.line_support)
+    if GROW > 0 and kept.any():
+        low = resp > t * GROW
+        if fov is not None:
+            low &= fov
+        low_sup = _line_support(low, length, pool) | kept
+        n, labels = cv2.connectedComponents(low_sup.view(np.uint8), connectivity=8)
+        hit = np.zeros(n, bool)
+        hit[labels[kept]] = True
+        hit[0] = False
+        kept = hit[labels]
+    return kept
+
+
+# ----------------------------------------------------------------------------------------------- public API
+
+
+def effective_kernel_size(params: HairParams, shape: tuple[int, ...]) -> int:
+    """The kernel side (px, odd, >= 3) used on an image of ``shape`` (H, W[, C])."""
+    return _odd(params.kernel_size * _scale(params, shape)) if params.reference_size is not None else params.kernel_size
+
+
+def detect_hair(img: np.ndarray, params: HairParams, fov_mask: np.ndarray | None = None) -> HairDetection:
+    """Dark and light hair masks of an RGB uint8 image (H, W, 3).
+
+    ``fov_mask`` (bool HxW, optional): the dermoscope's field of view; pixels outside are never hair and do not
+    take part in the threshold statistics. Images with a short side below the effective kernel size give an
+    empty detection. ``frac`` is the fraction of all image pixels marked as hair, in [0, 1].
+    """
+    _check_image(img)
+    h, w = img.shape[:2]
+    fov = None
+    if fov_mask is not None:
+        fov = np.asarray(fov_mask, bool)
+        if fov.shape != (h, w):
+            raise InputError(f"fov_mask shape {fov.shape} does not match the image ({h}, {w})")
+    empty = np.zeros((h, w), bool)
+    k = effective_kernel_size(params, img.shape)
+    if min(h, w) < k:
+        return HairDetection(mask=empty, dark=empty, light=empty.copy(), frac=0.0)
+    scale = _scale(params, img.shape)
+    dark = _detect_one(img, params, fov, True, k, scale) if params.dark else empty
+    light = _detect_one(img, params, fov, False, k, scale, dark if params.light_after_dark else None) \
+        if params.light else empty.copy()
+    mask = dark | light
+    return HairDetection(mask=mask, dark=dark, light=light, frac=float(mask.mean()))
+
+
+def remove_hair(img: np.ndarray, params: HairParams,
+                fov_mask: np.ndarray | None = None) -> tuple[np.ndarray, HairDetection]:
+    """Detect hair (:func:`detect_hair`), dilate the mask by ``params.dilate`` and fill it with :func:`cv2.inpaint`.
+
+    Returns ``(restored RGB uint8 image, detection)``; the input is not modified and is returned as a copy when no
+    hair is found. Pixels outside ``fov_mask`` are never changed.
+    """
+    import cv2
+
+    det = detect_hair(img, params, fov_mask)
+    if not det.mask.any():
+        return img.copy(), det
+    scale = _scale(params, img.shape)
+    mask = det.mask.astype(np.uint8)
+    r = round(params.dilate * scale) if params.reference_size is not None else params.dilate
+    if r > 0:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        if fov_mask is not None:
+            mask &= np.asarray(fov_mask, bool).view(np.uint8)
+    flag = cv2.INPAINT_TELEA if params.inpaint_method == "telea" else cv2.INPAINT_NS
+    out = cv2.inpaint(np.ascontiguousarray(img), mask, params.inpaint_radius, flag)
+    return out, det
+
+
+__all__ = [
+    "KERNEL_SHAPES",
+    "PRESETS",
+    "HairDetection",
+    "HairParams",
+    "detect_hair",
+    "effective_kernel_size",
+    "get_preset",
+    "remove_hair",
+]
