@@ -319,7 +319,7 @@ def markdown(results: dict) -> str:
                      "(F1 on the ground-truth mask, soft edge ignored; PSNR / SSIM of the restored image against the "
                      "hair-free original; 'clean' = the method run on the hair-free original)\n")
         lines.append("| method | F1 dark | F1 light | F1 all | IoU all | PSNR | SSIM | PSNR lesion | SSIM lesion | "
-                     "clean: lesion px changed | clean: SSIM lesion | ms/img |")
+                     "clean: lesion px marked | clean: SSIM lesion | ms/img |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for m, r in res.items():
             def g(k: str, fmt: str = "{:.3f}", r: dict = r) -> str:

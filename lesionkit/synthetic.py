@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lesionkit.errors import OutputExistsError, UsageError
+from lesionkit.parallel import mp_context
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -816,7 +817,12 @@ def generate(out_dir: Path, n: int, size: int = 128, seed: int = 0, overwrite: b
     """
     from lesionkit.console import info, track
     from lesionkit.fsio import atomic_dir, check_output
-    from lesionkit.manifest.io import Manifest, provenance_record, read_manifest, write_manifest
+    from lesionkit.manifest.io import (
+        Manifest,
+        provenance_record,
+        read_manifest,
+        write_manifest,
+    )
 
     if n < 1:
         raise UsageError(f"n must be at least 1 (got {n})", hint="e.g. --n 200")
@@ -835,7 +841,7 @@ def generate(out_dir: Path, n: int, size: int = 128, seed: int = 0, overwrite: b
         rows: list[dict[str, Any]]
         if workers > 1 and n > 1:
             chunk = max(1, min(32, n // (workers * 4)))
-            with ProcessPoolExecutor(max_workers=min(workers, n)) as ex:
+            with ProcessPoolExecutor(max_workers=min(workers, n), mp_context=mp_context()) as ex:
                 it: Iterable[dict[str, Any]] = ex.map(_render_write, specs, repeat(root), chunksize=chunk)
                 rows = list(track(it, total=n, description="synth"))
         else:

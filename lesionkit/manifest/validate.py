@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,15 @@ from lesionkit.console import out, track
 from lesionkit.errors import ValidationFailed
 from lesionkit.fsio import write_json_atomic
 from lesionkit.manifest.io import read_metadata, resolve_paths
-from lesionkit.manifest.schema import COLUMNS, FITZPATRICK_RANGE, SEX_VALUES, SPLIT_VALUES, dtype_matches, dtype_name
+from lesionkit.manifest.schema import (
+    COLUMNS,
+    FITZPATRICK_RANGE,
+    SEX_VALUES,
+    SPLIT_VALUES,
+    dtype_matches,
+    dtype_name,
+)
+from lesionkit.parallel import mp_context
 
 
 @dataclass
@@ -73,7 +80,7 @@ def check_image_files(paths: list[str], workers: int = 2, chunk: int = 64) -> li
         for c in track(chunks, len(chunks), "check-files", unit="chunk"):
             results.extend(_check_chunk(c))
         return results
-    with get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+    with mp_context().Pool(workers) as pool:
         for r in track(pool.imap(_check_chunk, chunks), len(chunks), f"check-files ({chunk} img/chunk)", unit="chunk"):
             results.extend(r)
     return results

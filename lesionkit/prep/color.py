@@ -100,7 +100,7 @@ def auto_gamma(img: np.ndarray, mask: np.ndarray | None = None, target: float = 
     # closed form on the log-average of the non-black pixels (log 0 is -inf)
     geo = float(np.exp(np.mean(np.log(np.clip(luma, 1.0 / 255.0, 1.0)))))
     g0 = math.log(geo) / math.log(t) if 0.0 < geo < 1.0 else 1.0
-    f = lambda g: _luma_mean_after(hists, gamma_lut(g)) - t  # noqa: E731  (increasing in g)
+    f = lambda g: _luma_mean_after(hists, gamma_lut(g)) - t  # increasing in g
     if f(lo) >= 0.0:
         return round(lo, 4)
     if f(hi) <= 0.0:

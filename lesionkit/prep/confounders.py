@@ -6,37 +6,54 @@ float RGB in [0, 1] (D65; L* in [0, 100], a* and b* roughly [-128, 127]).
 Ink (:func:`detect_ink`). Skin, lesions and hair have Lab hues between about 10° and 90° (red-orange-brown,
 a* > 0, b* > 0). Surgical markers are violet / purple (a* > 0, b* < 0), blue (b* << 0) or green (a* << 0).
 A pixel is ink-coloured when (1) its own hue is outside the skin sector (violet/blue: hue in
-[-150°, -3°]; green: hue in [100°, 210°]), (2) its chroma is high and (3) it deviates from the image's own
-background colour (median a*, b* of ``fov & ~lesion``) TOWARDS blue/violet/green, measured as
-``dev = max(-(b* - b_ref), -(a* - a_ref))``. (3) is what keeps the bluish cast of some dermoscopes (whole
-background at hue -95°) from firing. Strong pixels (chroma and dev >= ``strong``) seed the mask; weak pixels
-(>= ``weak``) are added when 8-connected to a seed (hysteresis: the anti-aliased fringe of a stroke).
-Blue-grey veils and blue-white structures of melanomas are unsaturated (chroma < ~12) so they do not seed;
-when ``lesion_mask`` is given, seeds inside it need twice the strong thresholds. Components with fewer than
-``min_area`` pixels, and blobs that look like stickers (see below), are dropped; a 3x3 closing joins
-broken strokes.
+[-150°, -3°]; green: hue beyond 100° with a* < 0), (2) its chroma is high, (3) it deviates from the image's
+own background colour (median a*, b* of ``fov & ~lesion``) TOWARDS blue/violet/green, measured as
+``dev = max(b_ref - b*, a_ref - a*)``, and (4) it is not pale (L* <= 78 for seeds, 88 for the rest) nor near
+black (L* >= 12). (3) keeps the bluish cast of some dermoscopes (whole background at hue -95°) from firing,
+(4) pale pink / lilac backgrounds. Strong pixels (chroma, dev >= ``InkParams.strong`` = (18, 16)) seed the
+mask; weak pixels (>= ``weak`` = (8, 7)) are added when 8-connected to a seed (hysteresis: the anti-aliased
+fringe of a stroke). Blue-grey veils and blue-white structures of melanomas are unsaturated (chroma < ~12),
+so they do not seed; when ``lesion_mask`` is given, seeds inside it need twice the strong thresholds.
+Without ``fov_mask``, the dark surround of a dermoscope (L* < 22 touching the border) and 3% of the image
+around it are excluded (its chromatic fringe), and so are components touching the image border that cover
+less than 0.3% of the image (the coloured fringe of a bright vignette). Components smaller than ``min_area`` (12 px at 256 px) and
+components touching a sticker (below) are dropped; a 3x3 closing joins broken strokes.
 
-Rulers (:func:`detect_ruler`). A ruler is a run of regularly spaced thin ticks. The tick response is the sum
-of the black-hat and the white top-hat of L* (so dark ticks on a light strip and light ticks on dark skin both
-count). For orientations every ``angle_step`` degrees within ±``max_angle`` of horizontal and of vertical,
-the response is rotated so that candidate ticks are vertical, smoothed along them, and each row is cut into
-overlapping windows whose power spectrum is examined: a ruler window puts most of its AC power on one
-fundamental period (3 px to 12% of the image side) and its harmonics, with a tick amplitude of a few L* units.
-A ruler is a run of such windows with the same period covering at least ``min_extent`` of the image side.
-Its mask is the rows where the periodic ticks persist x the span from the first to the last tick; when the
-ticks sit on a strip brighter than the skin around it (a ruler band), the mask grows to the whole strip,
-otherwise it is the tick pixels themselves. Pigment networks, hair and JPEG blocks are not periodic along a
-straight line over that extent; printed scale bars inside the image (a line with mm ticks, MSK images of ISIC)
-are found the same way when their ticks are resolved (>= 3 px apart).
+Rulers (:func:`detect_ruler`), two detectors whose masks are united:
 
-Stickers (part of :func:`detect_ruler` when ``stickers=True``): uniformly coloured, saturated blobs (HSV
-saturation >= 0.45, value >= 0.3), at least 0.4% of the image, solid (area >= 0.8 x convex hull) and thick
-(inscribed radius >= 2% of the short side), whose colour is either outside the skin hue sector or extremely
-saturated (>= 0.75). This covers the round coloured stickers of ISIC (blue, green, orange, yellow); it does not
-cover white / transparent stickers, printed scale bars without resolvable ticks, or text.
+* Tick runs (:func:`_find_ruler`), aimed at rulers along the border (and the synthetic generator's rulers).
+  The tick response is black-hat minus white top-hat of L* (9 px square at 256 px): dark ticks are positive,
+  the gaps between them negative, so a comb gives a full-contrast periodic signal of either polarity. For
+  orientations every 3° within ±24° of horizontal and of vertical the response is rotated so that candidate
+  ticks are vertical, smoothed along them (3 px) and every other row is cut into windows of half the image
+  side (step 1/4 window). A window's periodicity score for period T (3 px to 12% of the side) is
+  ``min(a(T), a(2T), a(T) - a(T/2), a(2T) - a(1.5T))`` from its normalised autocorrelation ``a``: near 1 for
+  equally spaced ticks of any duty cycle, <= 0 for smooth texture, ~0 for two unrelated strands. Runs of
+  windows scoring >= 0.45 (RMS >= 2.5 L*) are candidates; the longest is accepted when its mean score is
+  >= 0.55, it has >= 7 ticks over >= 30% of the side, and the response's gradient energy is >= 75% across the
+  ticks ("coherence": ruler ticks are parallel, hair crossing a line is not). Mask: the rows where the ticks
+  stay periodic x the span of the tick chain; when the pixels between the ticks are brighter than the skin
+  beyond them (a ruler strip) the mask grows to the whole strip, otherwise it is the tick pixels (of the
+  polarity farther from the skin colour, long ticks included) dilated by 1 px.
+* Printed scale bars (:func:`_find_scale_bar`), any orientation (the mm bars on the contact plate of many
+  ISIC / MSK images): long straight thin dark lines (Hough on the thresholded black-hat, >= 25% of the side)
+  with, along one side, >= 10 tick peaks whose gaps are regular (within ±35% of the median gap, or twice it)
+  for >= 70% of the gaps, and an autocorrelation score >= 0.2 (noise peaks can look regular). Mask: the line
+  and its ticks within the bar's strip.
+
+Not covered: rulers with ticks closer than 3 px (e.g. the synthetic rulers at 128 px, where recall drops),
+rulers tilted by more than 24° without a baseline, text / numbers printed on rulers, round dermoscope borders
+(see the FOV step).
+
+Stickers (part of :func:`detect_ruler` when ``stickers=True``): uniformly coloured blobs (local colour std < 6
+in a 5 px window at 256 px) of cool colour (hue < -65° or > 100°, chroma >= 18) or vivid warm print
+(chroma >= 55, touching the border or L* >= 65), at least 0.4% of the image, solid (>= 0.8 x convex hull),
+thick (inscribed radius >= 2% of the side), and >= 25 ΔE from the image's median colour (a colour cast is not
+an object). Violet blobs are left to :func:`detect_ink`. This covers the round coloured stickers of ISIC (blue,
+teal, green, orange, yellow); not white / transparent stickers.
 
 Inpainting. :func:`inpaint_mishra` is Mishra et al.'s patch k-means fill; ``"telea"`` and ``"ns"`` are
-:func:`cv2.inpaint`. :func:`remove_confounders` detects, dilates the masks by 1 px per 256 px of the short
+:func:`cv2.inpaint`. :func:`remove_confounders` detects, dilates the masks by 2 px per 256 px of the short
 side (anti-aliased fringes) and inpaints.
 """
 
@@ -113,7 +130,7 @@ def _sticker_mask(img: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
     hue = np.degrees(np.arctan2(b, a))
     cool = (hue < -65.0) | (hue > 100.0)  # blue, cyan, green
     warm = (hue >= 0.0) & (hue <= 100.0)  # orange, yellow, red
-    cand = (L >= 30.0) & ((cool & (chroma >= 22.0)) | (warm & (L >= 50.0) & (chroma >= 50.0)))
+    cand = (L >= 30.0) & ((cool & (chroma >= 18.0)) | (warm & (L >= 50.0) & (chroma >= 50.0)))
     # uniform: low local colour variation (stickers are flat print; skin, lesions and ink strokes are textured)
     k = max(3, int(round(short / 64)) | 1)
     var = np.zeros((h, w), np.float32)
@@ -172,7 +189,10 @@ class InkParams:
     strong: tuple[float, float] = (18.0, 16.0)
     weak: tuple[float, float] = (8.0, 7.0)
     min_area: float = 12.0
-    min_L: float = 12.0
+    min_L: float = 12.0  # darker pixels have unreliable chroma (noise, JPEG)
+    max_L_strong: float = 78.0  # marker ink is mid-dark; pale pink / lilac backgrounds are not ink
+    max_L_weak: float = 88.0
+    border_speck: float = 0.003  # without fov_mask: components touching the border smaller than this share go
     max_side: int = 768
 
 
@@ -181,6 +201,18 @@ def _ink_hue(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     violet_blue = (hue >= -150.0) & (hue <= -3.0)
     green = (hue >= 100.0) | (hue <= -150.0)  # 100..210 degrees, wrapping through 180
     return violet_blue | (green & (a < 0))
+
+
+def _dark_surround(L: np.ndarray, level: float = 22.0) -> np.ndarray:
+    """Dark regions (L* < ``level`` after a small blur) connected to the image border: a dermoscope's vignette."""
+    h, w = L.shape
+    dark = (cv2.blur(L, (5, 5)) < level).astype(np.uint8)
+    if not dark.any():
+        return np.zeros((h, w), bool)
+    _, lab = cv2.connectedComponents(dark, connectivity=8)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    border = border[border > 0]
+    return np.isin(lab, border) if border.size else np.zeros((h, w), bool)
 
 
 def detect_ink(img: np.ndarray, fov_mask: np.ndarray | None = None, lesion_mask: np.ndarray | None = None,
@@ -218,13 +250,21 @@ def detect_ink(img: np.ndarray, fov_mask: np.ndarray | None = None, lesion_mask:
     chroma = np.hypot(a, b)
     dev = np.maximum(ref_b - b, ref_a - a)
     hue_ok = _ink_hue(a, b) & (L >= p.min_L)
-    weak = hue_ok & (chroma >= p.weak[0]) & (dev >= p.weak[1])
-    strong = hue_ok & (chroma >= p.strong[0]) & (dev >= p.strong[1])
+    weak = hue_ok & (chroma >= p.weak[0]) & (dev >= p.weak[1]) & (L <= p.max_L_weak)
+    strong = hue_ok & (chroma >= p.strong[0]) & (dev >= p.strong[1]) & (L <= p.max_L_strong)
     if les is not None:
         strong &= ~les | ((chroma >= 2 * p.strong[0]) & (dev >= 2 * p.strong[1]))
     if fov is not None:
         weak &= fov
         strong &= fov
+    else:
+        # no field-of-view mask: the dark surround of a dermoscope (dark regions touching the border) and its
+        # chromatic fringe are not ink
+        surround = _dark_surround(L)
+        if surround.any():
+            near = cv2.dilate(surround.astype(np.uint8), _disk(max(2, int(round(0.03 * min(h, w)))))) > 0
+            weak &= ~near
+            strong &= ~near
     if not strong.any():
         return np.zeros((H, W), bool)
     # hysteresis: weak components that contain a seed
@@ -239,11 +279,20 @@ def detect_ink(img: np.ndarray, fov_mask: np.ndarray | None = None, lesion_mask:
     if not mask.any():
         return np.zeros((H, W), bool)
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0
+    n2, lab2, st2, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    drop = np.zeros(n2, bool)
     stick = _sticker_mask(work, None)
-    if stick.any():
-        n2, lab2 = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        hit = np.unique(lab2[stick & mask])
-        mask &= ~np.isin(lab2, hit[hit > 0])
+    if stick.any():  # blobs that belong to a sticker
+        drop[np.unique(lab2[stick & mask])] = True
+    if fov is None:
+        # small specks touching the image border: the coloured fringe of a dermoscope's vignette (real marker
+        # strokes reaching the border are long)
+        x, y, bw, bh, area = (st2[:, i] for i in range(5))
+        border = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+        drop |= border & (area < p.border_speck * h * w)
+    drop[0] = False
+    if drop.any():
+        mask &= ~drop[lab2]
     if fov is not None:
         mask &= fov
     return _resize_mask(mask, (H, W))
@@ -292,7 +341,7 @@ class RulerParams:
     min_coherence: float = 0.75  # share of the tick response's gradient energy across the ticks
     min_amplitude: float = 2.5  # L* units: RMS of the tick response in a ruler window
     bar_min_ticks: int = 10  # a printed scale bar: ticks beside its baseline at regular spacing ...
-    bar_regular_frac: float = 0.7  # ... for at least this share of the gaps, 4 px or more apart ...
+    bar_regular_frac: float = 0.7  # ... for at least this share of the gaps, 3 px or more apart ...
     bar_score: float = 0.2  # ... and periodic by the autocorrelation score (noise peaks can look regular)
     max_side: int = 512
 
@@ -501,31 +550,6 @@ def _find_ruler(L: np.ndarray, resp: np.ndarray, p: RulerParams, les: np.ndarray
     return np.zeros((h, w), bool), {"found": False, "score": cands[0][1], "why": why}
 
 
-def _count_ticks(prof: np.ndarray, period: float, min_height: float) -> tuple[int, int, int]:
-    """Peaks of a 1-D tick profile at least 0.45 periods apart: (count of the longest chain with gaps <= 2.5
-    periods, first index, last index)."""
-    from scipy.ndimage import grey_opening, maximum_filter1d
-
-    width = max(3, int(round(period)))
-    cp = prof - grey_opening(prof, size=width)  # remove the broad background (and a baseline)
-    thr = max(min_height, 0.3 * float(np.percentile(cp, 95)))
-    half = max(1, int(period * 0.45))
-    peaks = np.nonzero((cp >= maximum_filter1d(cp, 2 * half + 1)) & (cp >= thr))[0]
-    if peaks.size == 0:
-        return 0, 0, 0
-    gaps = np.diff(peaks) <= 2.5 * period
-    best, cur, start = (0, 0), 0, 0
-    for i, g in enumerate(gaps):
-        if g:
-            cur += 1
-        else:
-            cur, start = 0, i + 1
-        if cur > best[1] - best[0]:
-            best = (start, start + cur)
-    chain = peaks[best[0]:best[1] + 1]
-    return int(chain.size), int(chain[0]), int(chain[-1])
-
-
 def _tick_regularity(prof: np.ndarray, min_height: float, max_gap: float) -> dict[str, Any]:
     """Tick peaks of a 1-D profile and how regular their spacing is.
 
@@ -617,8 +641,8 @@ def _find_scale_bar(L: np.ndarray, resp: np.ndarray, p: RulerParams) -> tuple[np
             if not inside[rows].all(axis=0)[core].all():
                 continue
             prof = s_r[rows].mean(axis=0)
-            sc, per, amp, _ = _window_periodicity(prof[None, :], n, n, (3, t_max), 0.0)
-            score, period = float(sc[0, 0]), float(per[0, 0])
+            sc, _, amp, _ = _window_periodicity(prof[None, :], n, n, (3, t_max), 0.0)
+            score = float(sc[0, 0])
             reg = _tick_regularity(prof, 0.5 * p.min_amplitude, max(3.0, p.max_period * short))
             key = (reg["n_regular"], score)
             if reg["n_regular"] == 0 or key <= (best.get("n_regular", 0), best["score"]):
@@ -638,7 +662,7 @@ def _find_scale_bar(L: np.ndarray, resp: np.ndarray, p: RulerParams) -> tuple[np
     if not best["found"]:
         return np.zeros((h, w), bool), none
     if not (best["n_regular"] >= p.bar_min_ticks and best["regular_frac"] >= p.bar_regular_frac
-            and best["score"] >= p.bar_score and best["period"] >= 4.0):
+            and best["score"] >= p.bar_score and best["period"] >= 3.0):
         return np.zeros((h, w), bool), {"found": False, "score": best["score"],
                                         "why": f"scale-bar candidate: {best['n_regular']} regular ticks of "
                                                f"{best['n_ticks']} ({best['regular_frac']:.0%})"}
@@ -650,8 +674,10 @@ def _find_scale_bar(L: np.ndarray, resp: np.ndarray, p: RulerParams) -> tuple[np
     quad = np.array([[x1 + t * ux + d * nx, y1 + t * uy + d * ny] for t, d in ((t0, d_lo), (t1, d_lo), (t1, d_hi), (t0, d_hi))])
     mask = np.zeros((h, w), np.uint8)
     cv2.fillConvexPoly(mask, np.round(quad * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    # inside that strip, the dark line and ticks themselves (plus a 1 px fringe), not the skin between them
+    marks = cv2.dilate((bh > 0.5 * thr).astype(np.uint8), np.ones((3, 3), np.uint8))
     best.update({"band": False, "coherence": float("nan"), "kind": "scale bar"})
-    return mask > 0, best
+    return (mask > 0) & (marks > 0), best
 
 
 def _nanmedian(a: np.ndarray, axis: int | None = None) -> Any:
@@ -716,7 +742,7 @@ def _ruler_mask(L: np.ndarray, resp: np.ndarray, best: dict[str, Any], p: RulerP
     vals = R[region & V]
     if vals.size == 0:
         return np.zeros((h, w), bool), dict(nothing)
-    thr = max(p.min_amplitude * 2.0, 0.35 * float(np.percentile(vals, 98)))
+    thr = max(p.min_amplitude * 2.0, 0.35 * float(np.percentile(np.abs(vals), 98)))
     ticks = region & (R > thr) & V
     # orientation coherence: ticks are perpendicular to the ruler (vertical here), so the response varies across
     # them (x) much more than along them (y); strands crossing the line obliquely do not
@@ -756,6 +782,23 @@ def _ruler_mask(L: np.ndarray, resp: np.ndarray, best: dict[str, Any], p: RulerP
         out[ba:bb + 1, ea:eb] = True
         info["band"] = True
     else:
+        # no strip: the mask is the ticks. Polarity: dark ticks give R > 0, light ticks (on dark skin) R < 0, and
+        # gaps narrower than the kernel the other sign; the ticks are the marks whose L* is farther from the skin
+        # beyond the tick rows. Long ticks (every 5th / 10th) reach beyond the rows where the short ones are
+        # periodic: marks of that polarity in a taller region are kept when they touch the tick rows.
+        E = max(2, int(round(0.1 * short)))
+        skin_rows = np.r_[max(0, ya - E - pad):max(0, ya - pad), min(nh, yb + 1 + pad):min(nh, yb + 1 + pad + E)]
+        skin_L0 = float(_nanmedian(Lr[skin_rows, xa:xb])) if skin_rows.size else np.nan
+        pos, neg = region & (R > thr) & V, region & (R < -thr) & V
+        dpos = abs(float(_nanmedian(Lr[pos])) - skin_L0) if pos.any() else 0.0
+        dneg = abs(float(_nanmedian(Lr[neg])) - skin_L0) if neg.any() else 0.0
+        sign = -1.0 if dneg > dpos else 1.0  # NaN compares False: dark ticks by default
+        tall = np.zeros((nh, nw), bool)
+        tall[max(0, ya - E):yb + E + 1, xa:xb] = True
+        marks = (tall & (sign * R > thr) & V).astype(np.uint8)
+        _, lab_c = cv2.connectedComponents(marks, connectivity=8)
+        touch = np.unique(lab_c[region & (marks > 0)])
+        out = np.isin(lab_c, touch[touch > 0])
         out = cv2.dilate(out.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     out &= V
     Minv = cv2.invertAffineTransform(M)
@@ -775,7 +818,7 @@ def _ruler_mask(L: np.ndarray, resp: np.ndarray, best: dict[str, Any], p: RulerP
 
 
 def inpaint_mishra(img: np.ndarray, mask: np.ndarray, grid: int = 8, k: int = 3, levels: int = 16,
-                   blend: bool = True) -> np.ndarray:
+                   blend: bool = True, lesion_mask: np.ndarray | None = None) -> np.ndarray:
     """Mishra et al.'s patch k-means fill: masked pixels take their patch's dominant unmasked colour.
 
     The image is split into ``grid`` x ``grid`` patches (rows / columns split as evenly as possible). In
@@ -787,12 +830,36 @@ def inpaint_mishra(img: np.ndarray, mask: np.ndarray, grid: int = 8, k: int = 3,
     that has one. With ``blend`` (default) the fill colour at a pixel is the bilinear interpolation of the
     patch colours at the patch centres, so there are no seams at patch borders; ``blend=False`` is the
     original piecewise-constant fill. Unmasked pixels are returned unchanged.
+
+    ``lesion_mask`` (optional extension, not in the original method): masked pixels outside the lesion are
+    filled from unmasked NON-lesion pixels only and masked pixels inside it from unmasked lesion pixels only, so
+    a marker ring drawn next to a lesion is not filled with the lesion's colour where a patch is mostly lesion.
     """
     _check_img(img)
     m = _as_mask(mask, img.shape[:2], "mask")
     assert m is not None
     if grid < 1 or k < 1 or not 2 <= levels <= 256:
         raise UsageError(f"inpaint_mishra needs grid >= 1, k >= 1 and 2 <= levels <= 256 (got {grid}, {k}, {levels})")
+    les = _as_mask(lesion_mask, img.shape[:2], "lesion_mask")
+    if not m.any():
+        return img.copy()
+    if les is None or not les.any() or les.all():
+        return _mishra_fill(img, m, ~m, grid, k, levels, blend)
+    out = img
+    for region in (~les, les):
+        fill = m & region
+        if not fill.any():
+            continue
+        src = ~m & region
+        if src.sum() < max(k, 8):  # nothing of this kind left unmasked: use any unmasked pixel
+            src = ~m
+        out = _mishra_fill(out, fill, src, grid, k, levels, blend)
+    return out
+
+
+def _mishra_fill(img: np.ndarray, m: np.ndarray, source: np.ndarray, grid: int, k: int, levels: int,
+                 blend: bool) -> np.ndarray:
+    """:func:`inpaint_mishra` for fill mask ``m`` with colours sampled from ``source`` pixels only."""
     out = img.copy()
     if not m.any():
         return out
@@ -809,29 +876,35 @@ def inpaint_mishra(img: np.ndarray, mask: np.ndarray, grid: int = 8, k: int = 3,
     need = cv2.dilate(has_mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 if blend else has_mask
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
     min_px = max(k, 8)
-    for i, j in zip(*np.nonzero(need)):
-        patch = img[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
-        pm = m[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
-        px = patch[~pm]
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+
+    def patch_colour(i: int, j: int) -> None:
+        px = img[ys[i]:ys[i + 1], xs[j]:xs[j + 1]][source[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]]
         if px.shape[0] < min_px:
-            continue
+            return
         q = (px.astype(np.int32) * levels // 256).astype(np.float32)
         kk = min(k, px.shape[0])
         if kk == 1 or np.all(q == q[0]):
             colours[i, j] = px.mean(axis=0)
-            continue
-        luma = q @ np.array([0.299, 0.587, 0.114], np.float32)
-        order = np.argsort(luma, kind="stable")
+            return
+        order = np.argsort(q @ weights, kind="stable")  # initial labels: luminance quantiles (deterministic)
         init = np.empty(px.shape[0], np.int32)
         init[order] = np.arange(px.shape[0]) * kk // px.shape[0]
         _, labels, _ = cv2.kmeans(q, kk, init.reshape(-1, 1).copy(), crit, 1, cv2.KMEANS_USE_INITIAL_LABELS)
         labels = labels.ravel()
-        counts = np.bincount(labels, minlength=kk)
-        dom = int(np.argmax(counts))
+        dom = int(np.argmax(np.bincount(labels, minlength=kk)))
         colours[i, j] = px[labels == dom].mean(axis=0)
+
+    computed = np.zeros((grid, grid), bool)
+    for i, j in zip(*np.nonzero(need)):
+        patch_colour(int(i), int(j))
+        computed[i, j] = True
+    if np.isnan(colours[need][:, 0]).any():  # some needed patch has no usable pixels: look further away
+        for i, j in zip(*np.nonzero(~computed)):
+            patch_colour(int(i), int(j))
     known = ~np.isnan(colours[..., 0])
-    if not known.any():  # the whole image is masked: nothing to copy from
-        fill = img[~m].mean(axis=0) if (~m).any() else np.full(3, 127.5)
+    if not known.any():  # (almost) the whole image is masked: nothing to cluster
+        fill = img[source].mean(axis=0) if source.any() else np.full(3, 127.5)
         colours[:] = fill
     else:
         # nearest known patch for the rest (patch-centre distance; ties -> first in row-major order)
@@ -863,9 +936,11 @@ def inpaint_mishra(img: np.ndarray, mask: np.ndarray, grid: int = 8, k: int = 3,
     return out
 
 
-def inpaint(img: np.ndarray, mask: np.ndarray, method: str = "mishra", radius: int = 3) -> np.ndarray:
-    """Fill ``mask`` (bool HxW) in ``img``: ``"mishra"`` (:func:`inpaint_mishra`), ``"telea"`` or ``"ns"``
-    (:func:`cv2.inpaint` with ``INPAINT_TELEA`` / ``INPAINT_NS`` and ``radius`` px). Unmasked pixels are unchanged."""
+def inpaint(img: np.ndarray, mask: np.ndarray, method: str = "mishra", radius: int = 3,
+            lesion_mask: np.ndarray | None = None) -> np.ndarray:
+    """Fill ``mask`` (bool HxW) in ``img``: ``"mishra"`` (:func:`inpaint_mishra`, defaults grid 8, k 3, 16
+    levels, blended; ``lesion_mask`` is passed on), ``"telea"`` or ``"ns"`` (:func:`cv2.inpaint` with
+    ``INPAINT_TELEA`` / ``INPAINT_NS`` and ``radius`` px; ``lesion_mask`` unused). Unmasked pixels are unchanged."""
     _check_img(img)
     if method not in INPAINT_METHODS:
         raise UsageError(f"unknown inpainting method {method!r}", hint=f"use one of: {', '.join(INPAINT_METHODS)}")
@@ -874,7 +949,7 @@ def inpaint(img: np.ndarray, mask: np.ndarray, method: str = "mishra", radius: i
     if not m.any():
         return img.copy()
     if method == "mishra":
-        return inpaint_mishra(img, m)
+        return inpaint_mishra(img, m, lesion_mask=lesion_mask)
     flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
     out = cv2.inpaint(img, m.astype(np.uint8) * 255, float(radius), flag)
     out[~m] = img[~m]
@@ -890,7 +965,7 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
     as ink, in [0, 1]; 0.0 when "ink" is not requested), ``ruler_detected`` (bool), ``ruler_frac`` (fraction
     of pixels in the ruler/sticker mask), ``ruler_reason`` (str), ``inpainted_frac`` (fraction actually
     filled, after dilation), ``masks`` (dict: ``ink``, ``ruler``, ``inpainted``: bool HxW). The union of the
-    masks is dilated by ``dilate`` px (default: 1 px per 256 px of the short side, at least 1) before
+    masks is dilated by ``dilate`` px (default: 2 px per 256 px of the short side, at least 1) before
     inpainting with ``method`` (see :func:`inpaint`); pixels outside ``fov_mask`` are never changed.
     """
     _check_img(img)
@@ -909,12 +984,12 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
     det = detect_ruler(img, lesion_mask=les) if "ruler" in ks else None
     ruler = det.mask if det is not None else empty
     union = ink | ruler
-    r = dilate if dilate is not None else max(1, int(round(min(H, W) / 256)))
+    r = dilate if dilate is not None else max(1, int(round(2 * min(H, W) / 256)))
     if union.any() and r > 0:
         union = cv2.dilate(union.astype(np.uint8), _disk(r)) > 0
     if fov is not None:
         union &= fov
-    out = inpaint(img, union, method) if union.any() else img.copy()
+    out = inpaint(img, union, method, lesion_mask=les) if union.any() else img.copy()
     info = {
         "ink_frac": float(ink.mean()),
         "ruler_detected": bool(det.detected) if det is not None else False,

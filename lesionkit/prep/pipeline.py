@@ -167,6 +167,10 @@ def prep_image(data: bytes, cfg: PrepConfig) -> PrepOutput:
     if lesion_mask is not None:
         masks["lesion"] = lesion_mask
 
+    if cfg.inpaint and lesion_mask is None and "ink" in cfg.inpaint:
+        # blue-grey / violet melanoma regions look like marker ink: tell the ink detector where the lesion is
+        seg = geometry.segment_lesion(img, fov_mask)
+        lesion_mask = seg.mask if seg.found else None
     if cfg.inpaint:
         img, conf = remove_confounders(img, set(cfg.inpaint), cfg.inpaint_method, fov_mask=fov_mask, lesion_mask=lesion_mask)
         if "ink" in cfg.inpaint:
@@ -183,7 +187,12 @@ def prep_image(data: bytes, cfg: PrepConfig) -> PrepOutput:
         img, gains = color.shades_of_gray(img, p=cfg.sog_p, mask=fov_mask)
         rec["cc_gains"] = [round(float(g), 5) for g in gains]
     if cfg.gamma != "none":
-        g = color.auto_gamma(img, mask=fov_mask) if cfg.gamma == "auto" else float(cfg.gamma)
+        skin = None  # the skin's mean luminance: FOV minus lesion where known
+        if fov_mask is not None or lesion_mask is not None:
+            skin = np.ones(img.shape[:2], bool) if fov_mask is None else fov_mask.copy()
+            if lesion_mask is not None:
+                skin &= ~lesion_mask
+        g = color.auto_gamma(img, mask=skin) if cfg.gamma == "auto" else float(cfg.gamma)
         img = color.apply_gamma(img, g)
         rec["gamma"] = round(float(g), 5)
     rec.update(out_height=int(img.shape[0]), out_width=int(img.shape[1]))

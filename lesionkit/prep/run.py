@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,13 @@ import pandas as pd
 from lesionkit.console import info, out, track, warn
 from lesionkit.errors import LesionkitError, OutputExistsError
 from lesionkit.fsio import atomic_path, write_json_atomic
-from lesionkit.manifest.io import Manifest, provenance_record, read_manifest, write_manifest
+from lesionkit.manifest.io import (
+    Manifest,
+    provenance_record,
+    read_manifest,
+    write_manifest,
+)
+from lesionkit.parallel import mp_context
 from lesionkit.prep.pipeline import PrepConfig, Task, prep_image, run_task
 
 LOG = "prep_log.jsonl"
@@ -151,7 +155,7 @@ def run_prep(manifest_path: Path, out_dir: Path, cfg: PrepConfig, workers: int =
             _init_worker()
             consume(map(worker, tasks))
         else:
-            with get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=_init_worker) as pool:
+            with mp_context().Pool(workers, initializer=_init_worker) as pool:
                 consume(pool.imap_unordered(worker, tasks, chunksize=4))
     elapsed = time.perf_counter() - t0
     processed = counts["done"] + counts["failed"]
