@@ -119,8 +119,8 @@ def prep_image(data: bytes, cfg: PrepConfig) -> PrepOutput:
     }
     masks: dict[str, np.ndarray] = {}
     need_fov = cfg.resize_mode == "fov-crop" or cfg.hair != "none" or bool(cfg.inpaint) or cfg.gamma == "auto"
-    fov = geometry.detect_fov(img) if need_fov else None
-    rec["fov_found"] = bool(fov.found) if fov is not None else None
+    # the crop modes need the FOV at decoded resolution; the others find it after resizing (4-10x fewer pixels)
+    fov = geometry.detect_fov(img) if cfg.resize_mode in ("fov-crop", "lesion-crop") else None
 
     h, w = img.shape[:2]
     box = (0, 0, w, h)
@@ -162,6 +162,10 @@ def prep_image(data: bytes, cfg: PrepConfig) -> PrepOutput:
         return m > 127
 
     fov_mask, lesion_mask = fit(fov_mask), fit(lesion_mask)
+    if fov is None and need_fov:
+        fov = geometry.detect_fov(img)
+        fov_mask = fov.mask.astype(bool) if fov.found else None
+    rec["fov_found"] = bool(fov.found) if fov is not None else None
     if fov_mask is not None:
         masks["fov"] = fov_mask
     if lesion_mask is not None:
