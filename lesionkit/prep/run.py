@@ -27,6 +27,8 @@ from lesionkit.parallel import mp_context
 from lesionkit.prep.pipeline import PrepConfig, Task, prep_image, run_task
 
 LOG = "prep_log.jsonl"
+PRELOAD = ["lesionkit.prep.pipeline", "lesionkit.prep.decode", "lesionkit.prep.geometry", "lesionkit.prep.hair",
+           "lesionkit.prep.color", "lesionkit.prep.confounders"]
 OWNED = ("images", "masks", LOG, "manifest.parquet", "preview.png", "prep_config.json")
 
 # columns a prep record may add to the manifest, with their dtypes
@@ -155,7 +157,7 @@ def run_prep(manifest_path: Path, out_dir: Path, cfg: PrepConfig, workers: int =
             _init_worker()
             consume(map(worker, tasks))
         else:
-            with mp_context().Pool(workers, initializer=_init_worker) as pool:
+            with mp_context(PRELOAD).Pool(workers, initializer=_init_worker) as pool:
                 consume(pool.imap_unordered(worker, tasks, chunksize=4))
     elapsed = time.perf_counter() - t0
     processed = counts["done"] + counts["failed"]
