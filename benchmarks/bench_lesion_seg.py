@@ -206,7 +206,7 @@ def main() -> None:
 
     print(json.dumps(res, indent=2))
     print()
-    print("| HAM10000 (n=%d) | mean | median | q25 | q75 | Dice<0.5 |" % len(rows))
+    print(f"| HAM10000 (n={len(rows)}) | mean | median | q25 | q75 | Dice<0.5 |")
     print("|---|---:|---:|---:|---:|---:|")
     for k in ("dice", "iou", "dice_tight_grow0", "dice_tuning_subset", "dice_held_out"):
         v = res[k]

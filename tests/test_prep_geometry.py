@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from lesionkit.prep.geometry import (
-    FovResult, center_crop_square, crop, detect_fov, fov_crop_box, lesion_crop_box, resize_to, scale_box,
+    FovResult,
+    center_crop_square,
+    crop,
+    detect_fov,
+    fov_crop_box,
+    lesion_crop_box,
+    resize_to,
+    scale_box,
     segment_lesion,
 )
 from lesionkit.synthetic import make_specs, render_sample

@@ -5,19 +5,25 @@ in integer pixels of the image it was computed on, ``x1``/``y1`` exclusive (so `
 
 Field of view (:func:`detect_fov`). Many dermoscopes image a round field surrounded by black, and many cameras
 vignette the corners. The FOV is found as the complement of *dark, low-chroma regions connected to the image
-border* (darker than half the brightness of the image centre) that cover at least two image corners; a circle is
-fitted to the boundary of the illuminated region and kept when it explains it. Images without such a border (most
-of HAM10000) get ``found=False`` and an all-True mask, so nothing is cropped. The round field is fitted as an
-axis-aligned ellipse (a circle in a native image; an ellipse once a dataset resized it without keeping the aspect).
+border* (darker than half the brightness of the image centre) that cover at least two image corners; an
+axis-aligned ellipse (a circle in a native image; an ellipse once a dataset resized it without keeping the
+aspect, as ISIC 2017 here) is fitted to the boundary of the illuminated region and kept when it explains it.
+Images without such a border get ``found=False`` and an all-True mask, so nothing is cropped. Measured
+(``benchmarks/bench_lesion_seg.py``): flags 829 / 10,015 HAM10000 images (vignetted corners or a round field) and
+273 / 2,750 ISIC 2017 images (245 round fields, 28 rectangular frames).
 
-Lesion mask (:func:`segment_lesion`). Classical, no learning: the blue channel (the channel that separates
-pigmented lesions from skin best on HAM10000: mean Dice 0.79 vs 0.77 for min(R,G,B), 0.76 for the first principal
-component or G, 0.74 for grey / L* / X of XYZ, same pipeline, 2000 images), a grey closing that erases thin dark
-hair, Gaussian blur, Otsu inside the field of view (redone on the channel clipped at its 80th percentile when the
-darker class is most of the field: a ruler, ink or reflections took the split), open/close, hole filling, the
-connected component with the largest centre-weighted area (components touching the image border count half per
-side touched; a component along the rim of a dermoscope field is penalised by the share of the rim it covers), and a dilation by 2 % of the short side (see :func:`segment_lesion`). Runs at long side <= 256 and
-returns the mask at the input size.
+Lesion mask (:func:`segment_lesion`). Classical, no learning: the blue channel (the best channel on HAM10000:
+mean Dice 0.860 vs 0.853 for min(R,G,B), 0.848 first principal component, 0.844 G, 0.834 grey, 0.830 L*, 0.827
+X of XYZ; same pipeline, 2000-image tuning subset), a grey closing that erases thin dark hair, Gaussian blur,
+Otsu inside the field of view (redone on the channel clipped at its 80th percentile when the darker class is
+most of the field: a ruler, ink or reflections took the split), open/close, hole filling, the connected
+component with the largest centre-weighted area (components touching the image border count half per side
+touched; one along the rim of a dermoscope field is penalised by the share of the rim it covers), a contrast
+check, and a dilation by 2 % of the short side (see :func:`segment_lesion`). Runs at long side <= 256 and
+returns the mask at the input size. HAM10000, all 10,015 vs the official masks: mean Dice 0.859 (median 0.929,
+6 % below 0.5; held-out 8,015: 0.858), about 6 ms per 200x150 image for FOV + mask. Known failures: dark skin
+folds / shadows at the image border, dense hair, two lesions in view, coloured stickers (low blue), and
+low-contrast akiec / bcc (mean Dice 0.63).
 """
 
 from __future__ import annotations
@@ -98,8 +104,8 @@ def scale_box(box: Box, factor: float | tuple[float, float]) -> Box:
     The start rounds down and the end rounds up, so the scaled box always covers the scaled region."""
     fx, fy = (factor, factor) if isinstance(factor, (int, float)) else factor
     x0, y0, x1, y1 = box
-    return (int(math.floor(x0 * fx + 1e-9)), int(math.floor(y0 * fy + 1e-9)),
-            int(math.ceil(x1 * fx - 1e-9)), int(math.ceil(y1 * fy - 1e-9)))
+    return (math.floor(x0 * fx + 1e-9), math.floor(y0 * fy + 1e-9),
+            math.ceil(x1 * fx - 1e-9), math.ceil(y1 * fy - 1e-9))
 
 
 def _work(img: np.ndarray) -> tuple[np.ndarray, float]:
@@ -212,17 +218,17 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     thr = dark_ratio * ref
     # grey closing fills dark hair (thinner than ~3.5 % of the short side) so it neither joins the dark border
     # nor cuts into the field; the border itself is a large region and keeps its outline
-    kh = max(3, int(round(0.035 * min(h, w))) | 1)
+    kh = max(3, round(0.035 * min(h, w)) | 1)
     vc = cv2.morphologyEx(v, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kh, kh)))
     dark = (vc < thr) & (chroma < 0.5 * thr + 8)
-    k = max(3, int(round(min(h, w) / 64)) | 1)
+    k = max(3, round(min(h, w) / 64) | 1)
     dark = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, lab = cv2.connectedComponents(dark, connectivity=8)
     edge_labels = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     edge_labels = edge_labels[edge_labels > 0]
     outside = np.isin(lab, edge_labels)
     dark_frac = float(outside.mean())
-    c = max(2, int(round(min(h, w) * 0.04)))
+    c = max(2, round(min(h, w) * 0.04))
     corners = [outside[:c, :c], outside[:c, -c:], outside[-c:, :c], outside[-c:, -c:]]
     n_corners = sum(bool(p.mean() > 0.5) for p in corners)
     if dark_frac < min_dark_frac or n_corners < 2:
@@ -303,7 +309,7 @@ def _inscribed_rect(ellipse: tuple[float, float, float, float], shape: tuple[int
         if area > best_a:
             best, best_a = (x0, y0, x1, y1), area
     x0, y0, x1, y1 = best  # round inwards: the integer box stays inside the ellipse
-    return int(math.ceil(x0 - 1e-6)), int(math.ceil(y0 - 1e-6)), int(math.floor(x1 + 1e-6)), int(math.floor(y1 + 1e-6))
+    return math.ceil(x0 - 1e-6), math.ceil(y0 - 1e-6), math.floor(x1 + 1e-6), math.floor(y1 + 1e-6)
 
 
 def fov_crop_box(fov: FovResult, shape: tuple[int, ...], min_illuminated: float = 0.95) -> Box:
@@ -430,13 +436,13 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
     short = min(h, w)
     fov = fov_mask.astype(bool) if s == 1.0 else cv2.resize(fov_mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     if not fov.all():
-        k = max(3, int(round(0.03 * short)) | 1)
+        k = max(3, round(0.03 * short) | 1)
         fov = cv2.erode(fov.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)),
                         borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
     if fov.sum() < 0.05 * h * w:
         return LesionSegmentation(empty, False, "field of view too small", channel, float("nan"))
     c = _channel(small, channel)
-    k = max(3, int(round(short / 21)) | 1)  # ~7 px at 150 px: wider than hair, narrower than lesions
+    k = max(3, round(short / 21) | 1)  # ~7 px at 150 px: wider than hair, narrower than lesions
     c = cv2.morphologyEx(c, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     c = cv2.GaussianBlur(c, (0, 0), max(1.0, short / 100))
     t = _otsu(c[fov])
@@ -446,7 +452,7 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
         c = np.minimum(c, np.percentile(c[fov], 80))
         t = _otsu(c[fov])
     m = (c < t) & fov
-    k2 = max(3, int(round(short / 30)) | 1)
+    k2 = max(3, round(short / 30) | 1)
     se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2))
     m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, se)
     m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, se)
@@ -472,7 +478,7 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
         return LesionSegmentation(empty, False, f"no region clearly darker than the skin (contrast {contrast:.1f} < "
                                   f"{min_contrast:g} {channel} levels)", channel, t, float(sm.mean()), contrast)
     if grow > 0:
-        d = int(round(grow * short))
+        d = round(grow * short)
         if d > 0:
             sm = cv2.dilate(sm.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1))).astype(bool)
             sm &= fov
@@ -518,8 +524,8 @@ def lesion_crop_box(mask: np.ndarray, target_frac: float = 0.5, shape: tuple[int
     if side > limit:
         reason = (f"lesion needs a {side:.0f} px square but the image's short side is {limit} px: "
                   "the box is the largest square, centred on the lesion as far as the image allows")
-    side_i = max(1, min(int(round(side)), limit))
+    side_i = max(1, min(round(side), limit))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    bx0 = min(max(int(round(cx - side_i / 2)), 0), W - side_i)
-    by0 = min(max(int(round(cy - side_i / 2)), 0), H - side_i)
+    bx0 = min(max(round(cx - side_i / 2), 0), W - side_i)
+    by0 = min(max(round(cy - side_i / 2), 0), H - side_i)
     return (bx0, by0, bx0 + side_i, by0 + side_i), reason
