@@ -34,7 +34,14 @@ import cv2
 import numpy as np
 
 from lesionkit.prep.decode import decode_image
-from lesionkit.prep.geometry import CHANNELS, detect_fov, fov_crop_box, segment_lesion
+from lesionkit.prep.geometry import (
+    CHANNELS,
+    center_crop_square,
+    detect_fov,
+    fov_crop_box,
+    lesion_crop_box,
+    segment_lesion,
+)
 
 REAL = Path(os.environ.get("LESIONKIT_REAL_DATA", "../shared/data"))
 
@@ -65,11 +72,37 @@ def ham_one(args: tuple[str, tuple[str, ...]]) -> dict:
     d, j = scores(seg.mask, ref)
     row = {"id": image_id, "dice": d, "iou": j, "found": seg.found, "reason": seg.reason.split(" (")[0],
            "fov": fov.found, "ms": dt * 1000, "ref_frac": float(ref.mean())}
+    row.update(crop_scores(seg, ref, img.shape))
     tight = segment_lesion(img, fov.mask, grow=0)
     row["dice_tight"], row["iou_tight"] = scores(tight.mask, ref)
     for ch in channels:
         row[f"dice_{ch}"] = scores(segment_lesion(img, fov.mask, channel=ch).mask, ref)[0]
     return row
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix
+    return ix / ua if ua else 0.0
+
+
+def crop_scores(seg, ref: np.ndarray, shape: tuple[int, ...], frac: float = 0.5) -> dict:
+    """``--resize-mode lesion-crop`` end to end against the official mask: the crop prep makes from our mask (or
+    its centre-crop fallback) vs the crop the official mask would give. ``crop_coverage`` = fraction of the
+    official lesion inside the crop (1 = nothing cut off); ``crop_lesion_frac`` = official lesion area / crop
+    area (target ``frac``, capped when the lesion is large); ``crop_box_iou`` = IoU with the oracle crop."""
+    box, _ = lesion_crop_box(seg.mask, frac, shape) if seg.found else (None, "")
+    fallback = box is None
+    if fallback:
+        _, box = center_crop_square(np.empty(shape[:2], np.uint8))
+    oracle, _ = lesion_crop_box(ref, frac, shape)
+    x0, y0, x1, y1 = box
+    inside = int(ref[y0:y1, x0:x1].sum())
+    total = int(ref.sum())
+    return {"crop_fallback": fallback, "crop_coverage": inside / total if total else 1.0,
+            "crop_lesion_frac": inside / max(1, (x1 - x0) * (y1 - y0)),
+            "crop_box_iou": box_iou(box, oracle) if oracle is not None else float("nan"),
+            "oracle_lesion_frac": (float(ref[oracle[1]:oracle[3], oracle[0]:oracle[2]].mean()) if oracle is not None else float("nan"))}
 
 
 def fov_one(path: str) -> dict:
@@ -166,6 +199,14 @@ def main() -> None:
         res["dice_tuning_subset"] = summary(d[tun]) if tun.any() else None
         res["dice_held_out"] = summary(d[~tun]) if (~tun).any() else None
         res["found_frac"] = round(float(np.mean([r["found"] for r in rows])), 4)
+        cov = np.array([r["crop_coverage"] for r in rows])
+        biou = np.array([r["crop_box_iou"] for r in rows])
+        res["lesion_crop"] = {
+            "fallback_frac": round(float(np.mean([r["crop_fallback"] for r in rows])), 4),
+            "coverage": summary(cov), "frac_coverage_ge_0.95": round(float((cov >= 0.95).mean()), 4),
+            "lesion_frac_in_crop": summary(np.array([r["crop_lesion_frac"] for r in rows])),
+            "oracle_lesion_frac_in_crop": summary(np.array([r["oracle_lesion_frac"] for r in rows])),
+            "box_iou_vs_oracle": summary(biou[np.isfinite(biou)])}
         res["reasons"] = dict(collections.Counter(r["reason"] for r in rows).most_common())
         per = collections.defaultdict(list)
         for r in rows:

@@ -82,6 +82,36 @@ def test_reduction_for(w, h, min_side, expected):
     assert reduction_for(h, w, min_side) == expected  # only the short side matters
 
 
+@pytest.mark.parametrize(("w", "h", "min_side", "min_long", "expected"), [
+    (6000, 4000, None, 512, 8),  # fit the long side: 750x500 still has a 750 >= 512 long side
+    (6000, 4000, None, 751, 4),  # ceil(6000/8) = 750 < 751
+    (6000, 4000, 512, 512, 4),  # both bounds: the short side decides
+    (600, 450, None, 300, 2),
+    (600, 450, None, 301, 1),
+    (100, 100, None, None, 1),
+])
+def test_reduction_for_long_side(w, h, min_side, min_long, expected):
+    assert reduction_for(w, h, min_side, min_long) == expected
+    assert reduction_for(h, w, min_side, min_long) == expected
+
+
+def test_decode_for_uses_the_long_side_only_when_resizing():
+    from lesionkit.prep.pipeline import PrepConfig, decode_for
+
+    data = jpeg_bytes(smooth(400, 600), quality=90)
+    img, info = decode_for(data, PrepConfig(size=150, resize_mode="resize"))  # long side 600 / 4 = 150
+    assert info.reduction == 4 and img.shape[:2] == (100, 150)
+    img, info = decode_for(data, PrepConfig(size=150, resize_mode="center-crop"))  # short side 400 / 2 = 200
+    assert info.reduction == 2 and img.shape[:2] == (200, 300)
+
+
+def test_jpeg_with_a_large_trailer_after_eoi_decodes():
+    data = jpeg_bytes(smooth(120, 160), quality=90)
+    img, _ = decode_image(data + b"\0" * 100_000)  # EOI is not in the last 64 KiB: the full scan finds it
+    ref, _ = decode_image(data)
+    assert np.array_equal(img, ref)
+
+
 # ----------------------------------------------------------------------------------------------- orientation
 
 

@@ -305,3 +305,33 @@ def test_real_ham10000_hair_and_lesions(real_data):
         dl, db = detect_hair(img, get_preset("lesionkit")), detect_hair(img, get_preset("bevan"))
         assert dl.frac < 0.005 and dl.mask[les].mean() < 0.005, i
         assert db.mask[les].mean() > 0.1, i
+
+
+def test_weighted_uniform_mixture_quantile_matches_dense_evaluation():
+    """The O(n log n) CDF integration equals evaluating the mixture CDF at every interval end."""
+    from lesionkit.prep.hair import _quantile_pw_uniform
+
+    def dense(a, b, w, target):
+        keep = (w > 0) & (b > a)
+        a, b, w = a[keep], b[keep], w[keep]
+        xs = np.unique(np.concatenate([a, b]))
+        cdf = (w[None, :] * np.clip((xs[:, None] - a[None, :]) / (b - a)[None, :], 0, 1)).sum(1)
+        return float(np.interp(target, cdf, xs))
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        n = int(rng.integers(1, 300))
+        a = np.round(rng.normal(0, 20, n)) / rng.choice([1, 2])
+        b = a + rng.choice([0.0, 0.5, 1.0, 3.0], n)
+        w = rng.random(n) * (rng.random(n) > 0.2) * 100
+        ok = (w > 0) & (b > a)
+        if not ok.any():
+            continue
+        t = float(rng.random() * w[ok].sum())
+        assert _quantile_pw_uniform(a, b, w, t) == pytest.approx(dense(a, b, w, t), abs=1e-7)
+        checked += 1
+    assert checked > 150
+    # a single uniform on [0, 10] with weight 4: the median (target 2) is 5
+    assert _quantile_pw_uniform(np.array([0.0]), np.array([10.0]), np.array([4.0]), 2.0) == pytest.approx(5.0)
+

@@ -301,12 +301,21 @@ def _robust_threshold(hist: np.ndarray, params: HairParams) -> float:
 
 def _quantile_pw_uniform(a: np.ndarray, b: np.ndarray, w: np.ndarray, target: float) -> float:
     """x with ``sum_i w_i * clip((x - a_i) / (b_i - a_i), 0, 1) = target``: a weighted quantile of a mixture of
-    uniform densities on ``[a_i, b_i]`` (the CDF is piecewise linear between the interval ends)."""
+    uniform densities on ``[a_i, b_i]``. The CDF is piecewise linear: its slope rises by ``w_i / (b_i - a_i)`` at
+    each ``a_i`` and falls by the same at ``b_i``, so it is integrated exactly over the sorted interval ends
+    (O(n log n); the dense ``ends x intervals`` evaluation it replaces cost ~1 ms per call)."""
     keep = (w > 0) & (b > a)
     a, b, w = a[keep], b[keep], w[keep]
-    xs = np.unique(np.concatenate([a, b]))
-    cdf = (w[None, :] * np.clip((xs[:, None] - a[None, :]) / (b - a)[None, :], 0.0, 1.0)).sum(axis=1)
-    return float(np.interp(target, cdf, xs))
+    if a.size == 0:
+        return float("nan")
+    dens = w / (b - a)
+    xs = np.concatenate([a, b])
+    order = np.argsort(xs, kind="stable")
+    xs = xs[order]
+    slope = np.cumsum(np.concatenate([dens, -dens])[order])
+    cdf = np.concatenate([[0.0], np.cumsum(slope[:-1] * np.diff(xs))])
+    xs, first = np.unique(xs, return_index=True)  # equal ends: keep the first (the CDF is continuous)
+    return float(np.interp(target, cdf[first], xs))
 
 
 def _small_holes(cand: np.ndarray, hole_area: float, pool: int = 1) -> np.ndarray:

@@ -106,13 +106,24 @@ def _box_to_source(box: tuple[int, int, int, int], reduction: int) -> list[int]:
     return [int(v * reduction) for v in box]
 
 
+def decode_for(data: bytes, cfg: PrepConfig) -> tuple[np.ndarray, Any]:
+    """The decode :func:`prep_image` does for ``cfg`` (the benchmark's decode-only baseline uses it too).
+
+    ``--resize-mode resize`` fits the long side to ``size``, so only the long side must keep ``size`` pixels
+    (a 6000x4000 JPEG decodes at 1/8, 750x500, for 512); the crop modes fill a square from the short side (or a
+    smaller region), so the short side must keep ``size`` pixels (1/4, 1500x1000)."""
+    from lesionkit.prep.decode import decode_image
+
+    if cfg.resize_mode == "resize":
+        return decode_image(data, min_long_side=cfg.size, max_pixels=cfg.max_pixels, min_pixels_side=cfg.min_input_side)
+    return decode_image(data, min_side=cfg.size, max_pixels=cfg.max_pixels, min_pixels_side=cfg.min_input_side)
+
+
 def prep_image(data: bytes, cfg: PrepConfig) -> PrepOutput:
     """Process one encoded image (bytes) with ``cfg``. Raises :class:`lesionkit.prep.decode.DecodeError` on bad input."""
     from lesionkit.prep import color, geometry, hair
     from lesionkit.prep.confounders import remove_confounders
-    from lesionkit.prep.decode import decode_image
-
-    img, info = decode_image(data, min_side=cfg.size, max_pixels=cfg.max_pixels, min_pixels_side=cfg.min_input_side)
+    img, info = decode_for(data, cfg)
     rec: dict[str, Any] = {
         "orig_height": info.orig_height, "orig_width": info.orig_width, "decode_reduction": info.reduction,
         "source_mode": info.source_mode, "decode_notes": "; ".join(info.notes) or None,

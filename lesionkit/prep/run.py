@@ -158,7 +158,7 @@ def run_prep(manifest_path: Path, out_dir: Path, cfg: PrepConfig, workers: int =
             consume(map(worker, tasks))
         else:
             with mp_context(PRELOAD).Pool(workers, initializer=_init_worker) as pool:
-                consume(pool.imap_unordered(worker, tasks, chunksize=4))
+                consume(pool.imap_unordered(worker, tasks, chunksize=1))  # 50+ ms tasks: no batching, no tail
     elapsed = time.perf_counter() - t0
     processed = counts["done"] + counts["failed"]
 
