@@ -180,6 +180,10 @@ def test_sticker_detected_and_not_ink():
     assert (det.sticker_mask & disc).sum() / disc.sum() > 0.9
     assert (det.sticker_mask & ~disc).sum() < 0.1 * disc.sum()
     assert not detect_ink(img).any()
+    # the pipeline's columns keep the two apart: a sticker is not a ruler
+    _, info = remove_confounders(img, {"ruler"}, "telea")
+    assert info["sticker_detected"] is True and info["ruler_detected"] is False
+    assert np.array_equal(info["masks"]["sticker"], det.sticker_mask) and not info["masks"]["ruler"].any()
 
 
 # ----------------------------------------------------------------------------------------------- inpainting
@@ -255,7 +259,7 @@ def test_remove_confounders_contract(synth):
     out, info = remove_confounders(img, {"ink", "ruler"}, "mishra", fov_mask=fov, lesion_mask=m["lesion"])
     assert out.shape == img.shape and out.dtype == np.uint8
     assert 0.0 < info["ink_frac"] <= 1.0 and info["ruler_detected"] is True and 0.0 < info["ruler_frac"] <= 1.0
-    assert set(info["masks"]) == {"ink", "ruler", "inpainted"}
+    assert set(info["masks"]) == {"ink", "ruler", "sticker", "inpainted"}
     changed = np.any(out != img, axis=-1)
     assert not (changed & ~info["masks"]["inpainted"]).any()
     # the marks are gone: the restored pixels are close to the true skin colour

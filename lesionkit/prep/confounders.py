@@ -962,9 +962,10 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
     """Detect the confounders in ``kinds`` (subset of ``{"ink", "ruler"}``; "ruler" includes stickers) and inpaint them.
 
     Returns ``(restored image, info)`` with info keys: ``ink_frac`` (fraction of the image's pixels flagged
-    as ink, in [0, 1]; 0.0 when "ink" is not requested), ``ruler_detected`` (bool), ``ruler_frac`` (fraction
-    of pixels in the ruler/sticker mask), ``ruler_reason`` (str), ``inpainted_frac`` (fraction actually
-    filled, after dilation), ``masks`` (dict: ``ink``, ``ruler``, ``inpainted``: bool HxW). The union of the
+    as ink, in [0, 1]; 0.0 when "ink" is not requested), ``ruler_detected`` (bool: ruler tick marks / a scale
+    bar), ``sticker_detected`` (bool: a coloured sticker), ``ruler_frac`` (fraction of pixels in the ruler |
+    sticker mask), ``ruler_reason`` (str), ``inpainted_frac`` (fraction actually filled, after dilation),
+    ``masks`` (dict: ``ink``, ``ruler`` (ticks only), ``sticker``, ``inpainted``: bool HxW). The union of the
     masks is dilated by ``dilate`` px (default: 2 px per 256 px of the short side, at least 1) before
     inpainting with ``method`` (see :func:`inpaint`); pixels outside ``fov_mask`` are never changed.
     """
@@ -982,7 +983,7 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
     empty = np.zeros((H, W), bool)
     ink = detect_ink(img, fov_mask=fov, lesion_mask=les) if "ink" in ks else empty
     det = detect_ruler(img, lesion_mask=les) if "ruler" in ks else None
-    ruler = det.mask if det is not None else empty
+    ruler = det.mask if det is not None else empty  # ruler ticks | stickers: everything that gets inpainted
     union = ink | ruler
     r = dilate if dilate is not None else max(1, int(round(2 * min(H, W) / 256)))
     if union.any() and r > 0:
@@ -992,11 +993,15 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
     out = inpaint(img, union, method, lesion_mask=les) if union.any() else img.copy()
     info = {
         "ink_frac": float(ink.mean()),
-        "ruler_detected": bool(det.detected) if det is not None else False,
+        "ruler_detected": bool(det.ruler) if det is not None else False,
+        "sticker_detected": bool(det.sticker) if det is not None else False,
         "ruler_frac": float(ruler.mean()),
         "ruler_reason": det.reason if det is not None else "not requested",
         "inpainted_frac": float(union.mean()),
-        "masks": {"ink": ink, "ruler": ruler, "inpainted": union},
+        "masks": {"ink": ink,
+                  "ruler": det.ruler_mask if det is not None and det.ruler_mask is not None else empty,
+                  "sticker": det.sticker_mask if det is not None and det.sticker_mask is not None else empty,
+                  "inpainted": union},
     }
     return out, info
 

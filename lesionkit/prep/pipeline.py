@@ -192,6 +192,7 @@ def prep_image(data: bytes, cfg: PrepConfig) -> PrepOutput:
             rec["ink_frac"] = float(conf["ink_frac"])
         if "ruler" in cfg.inpaint:
             rec["ruler_detected"] = bool(conf["ruler_detected"])
+            rec["sticker_detected"] = bool(conf["sticker_detected"])
         for k, m in conf.get("masks", {}).items():
             masks[k] = m
     if cfg.hair != "none":

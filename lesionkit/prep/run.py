@@ -37,7 +37,7 @@ PREP_COLUMNS: dict[str, str] = {
     "orig_height": "Int32", "orig_width": "Int32", "decode_reduction": "Int8", "source_mode": "string",
     "decode_notes": "string", "fov_found": "boolean", "crop_mode": "string", "crop_reason": "string",
     "crop_box": "string", "lesion_frac_est": "Float32", "upscaled": "boolean", "hair_frac": "Float32",
-    "ink_frac": "Float32", "ruler_detected": "boolean", "cc_gains": "string", "gamma": "Float32",
+    "ink_frac": "Float32", "ruler_detected": "boolean", "sticker_detected": "boolean", "cc_gains": "string", "gamma": "Float32",
     "out_height": "Int32", "out_width": "Int32",
 }
 
@@ -189,7 +189,7 @@ def run_prep(manifest_path: Path, out_dir: Path, cfg: PrepConfig, workers: int =
     return out_m
 
 
-MASK_COLOURS = {"hair": (255, 0, 0), "ink": (0, 90, 255), "ruler": (255, 220, 0), "lesion": (0, 255, 0), "fov": (255, 0, 255)}
+MASK_COLOURS = {"hair": (255, 0, 0), "ink": (0, 90, 255), "ruler": (255, 220, 0), "sticker": (0, 220, 220), "lesion": (0, 255, 0), "fov": (255, 0, 255)}
 
 
 def write_preview(df: pd.DataFrame, cfg: PrepConfig, path: Path, n: int, thumb: int = 192) -> None:
