@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# test-only reference for the Grad-CAM parity tests; --no-deps: its metadata pulls opencv-python, which would
+	# clash with opencv-python-headless
+	$(PY) -m pip install --quiet --no-deps grad-cam==1.5.7 ttach tqdm
 	@touch $@
 
 install: $(VENV)/.installed

@@ -232,3 +232,21 @@ def test_lesionnet_accepts_external_backbone():
     bb = timm.create_model("test_resnet", num_classes=0)
     m = LesionNet(_spec(), backbone=bb)
     assert m.backbone is bb
+
+
+def test_small_input_stem_keeps_resolution_for_tiny_images():
+    """MedMNIST/CIFAR-style stem: 3x3 stride-1 first conv, no max-pool -> a 28 px input keeps 4x4 final features."""
+    from lesionkit.models.factory import ModelSpec, create_model
+
+    x = torch.randn(2, 3, 28, 28)
+    plain = create_model(ModelSpec("resnet18", num_outputs=7, img_size=28))
+    small = create_model(ModelSpec("resnet18", num_outputs=7, img_size=28, small_input=True))
+    assert plain.backbone.forward_features(x).shape[-2:] == (1, 1)
+    assert small.backbone.forward_features(x).shape[-2:] == (4, 4)
+    assert small.backbone.conv1.kernel_size == (3, 3) and small.backbone.conv1.stride == (1, 1)
+    assert isinstance(small.backbone.maxpool, torch.nn.Identity) and small(x).shape == (2, 7)
+    deep = create_model(ModelSpec("resnet10t", num_outputs=1, img_size=28, small_input=True))  # tiered deep stem
+    assert deep.backbone.forward_features(x).shape[-2:] == (4, 4)
+    with pytest.raises(UsageError, match="small-input"):
+        create_model(ModelSpec("efficientnet_b0", num_outputs=2, img_size=28, small_input=True))
+

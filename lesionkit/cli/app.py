@@ -71,13 +71,32 @@ def root(
 
 
 def _register() -> None:
-    from lesionkit.cli import demo, env, manifest, prep, split, synth
+    from lesionkit.cli import (
+        demo,
+        env,
+        evaluate,
+        gradcam,
+        manifest,
+        prep,
+        robustness,
+        skintone,
+        split,
+        synth,
+        train,
+    )
 
     app.command("demo", help=demo.demo.__doc__)(demo.demo)
     app.command("synth", help=synth.synth.__doc__)(synth.synth)
     app.add_typer(manifest.app, name="manifest")
     app.command("split", help=split.split.__doc__)(split.split)
     app.command("prep", help=prep.prep.__doc__)(prep.prep)
+    app.command("label-skintone", help=skintone.label_skintone.__doc__)(skintone.label_skintone)
+    app.command("skintone-agreement", help=skintone.skintone_agreement.__doc__)(skintone.skintone_agreement)
+    app.command("train", help=train.train.__doc__)(train.train)
+    app.command("lr-find", help=train.lr_find.__doc__)(train.lr_find)
+    app.command("evaluate", help=evaluate.evaluate.__doc__)(evaluate.evaluate)
+    app.command("gradcam", help=gradcam.gradcam.__doc__)(gradcam.gradcam)
+    app.command("robustness", help=robustness.robustness.__doc__)(robustness.robustness)
     app.command("env", help=env.env.__doc__)(env.env)
 
 

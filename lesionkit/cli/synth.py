@@ -14,6 +14,7 @@ def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create (images/, masks/, manifest.parquet)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (the output does not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder written by synth."),
+    min_severity: float = typer.Option(0.25, "--min-severity", help="Lower bound in [0, 1] of the melanomas' severity (0.25: some are subtle; higher = an easier task)."),
 ) -> None:
     """Generate synthetic dermoscopy images with ground-truth skin tone (ITA) and lesion / artefact masks.
 
@@ -34,5 +35,7 @@ def synth(
                          hint=f"lesionkit synth --out {out.with_suffix('')}  (the manifest is written inside it)")
     from lesionkit.synthetic import generate
 
-    generate(out, n=n, size=size, seed=seed, overwrite=overwrite, workers=workers)
+    if not 0.0 <= min_severity <= 1.0:
+        raise UsageError(f"--min-severity must be in [0, 1] (got {min_severity})", hint=f"lesionkit synth --min-severity 0.6 --out {out}")
+    generate(out, n=n, size=size, seed=seed, overwrite=overwrite, workers=workers, min_severity=min_severity)
     typer.echo(str(out))

@@ -59,6 +59,7 @@ class ModelSpec:
     in_chans: int = 3
     meta_activation: str = "relu"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    small_input: bool = False
 
     def __post_init__(self) -> None:
         self.meta_hidden = tuple(int(h) for h in self.meta_hidden)
@@ -118,7 +119,34 @@ def check_model_name(name: str) -> None:
     )
 
 
+def make_small_input_stem(backbone: nn.Module, name: str) -> None:
+    """Turn a timm ResNet-family stem into a CIFAR / MedMNIST-style one, in place: the first convolution of
+    ``conv1`` becomes 3x3, stride 1 (a 7x7 one is replaced by a fresh 3x3 conv with the same channels) and
+    ``maxpool`` becomes the identity. The overall stride drops from 32 to 8 (e.g. 28 px -> 4x4 last features).
+    Raises :class:`UsageError` for models without such a stem."""
+    conv1, pool = getattr(backbone, "conv1", None), getattr(backbone, "maxpool", None)
+    parent, key = backbone, "conv1"
+    if isinstance(conv1, nn.Sequential):  # deep / tiered stems (resnet10t, resnet*d): the first conv of the stack
+        parent, key = conv1, next((k for k, m in conv1.named_children() if isinstance(m, nn.Conv2d)), None)
+        conv1 = getattr(conv1, key) if key is not None else None
+    if not isinstance(conv1, nn.Conv2d) or pool is None:
+        raise UsageError(f"--small-input needs a ResNet-style stem (conv1 + maxpool); timm model {name!r} has none",
+                         hint="use a ResNet-family model, e.g. --model resnet18 or resnet10t")
+    if conv1.kernel_size != (3, 3) or conv1.stride != (1, 1):
+        new = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, stride=1, padding=1, bias=conv1.bias is not None)
+        setattr(parent, key, new)
+    backbone.maxpool = nn.Identity()
+
+
 def _create_backbone(spec: ModelSpec) -> nn.Module:
+    """The timm backbone (:func:`_timm_backbone`), with the small-input stem when ``spec.small_input``."""
+    backbone = _timm_backbone(spec)
+    if spec.small_input:
+        make_small_input_stem(backbone, spec.name)
+    return backbone
+
+
+def _timm_backbone(spec: ModelSpec) -> nn.Module:
     """``timm.create_model(name, pretrained=False, num_classes=0)``; ``img_size`` passed where the model takes it."""
     import timm
 

@@ -1,0 +1,1 @@
+"""Robustness to image corruptions: the corruption registry, test-time sweeps and the training protocols."""
