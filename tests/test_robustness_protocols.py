@@ -29,18 +29,14 @@ def engine_run(tmp_path_factory) -> Path:
 
 
 def test_corrupted_dataset_wraps_training_pixels(engine_run: Path) -> None:
-    from lesionkit.robustness.corruptions import apply_numpy, parse_corruption
-    from lesionkit.robustness.protocols import corrupted_training
+    from lesionkit.robustness.corruptions import apply_numpy
     from lesionkit.train import run as R
     from lesionkit.train.config import TrainConfig, resolve_static
 
     cfg = resolve_static(TrainConfig.from_yaml(engine_run / "config.yaml"))
     inp = R.load_inputs(cfg)
     clean = R.build_data(cfg, inp, [0.5] * 3, [0.25] * 3)
-    spec = parse_corruption("impulse:0.2")
-    with corrupted_training(spec, 0.2, seed=4):
-        data = R.build_data(cfg, inp, [0.5] * 3, [0.25] * 3)
-    assert R.build_data.__module__ == "lesionkit.train.run"  # restored
+    data = R.build_data(cfg.replace(corruption="impulse:0.2", corruption_seed=4), inp, [0.5] * 3, [0.25] * 3)
     for ds, ref in ((data.train_set, clean.train_set), (data.val_set, clean.val_set)):
         for i in range(3):
             want = apply_numpy(ref.load_image(i), "impulse", 0.2, seed=4, sample_id=ref.ids[i])
@@ -63,6 +59,10 @@ def test_matched_protocol_trains_and_tests(engine_run: Path) -> None:
     tr = json.loads((child / "robustness_train.json").read_text())
     assert tr["corruption"] == "impulse" and tr["level"] == 0.3
     assert json.loads((child / "run.json").read_text())["status"] in ("finished", "early_stopped")
+    from lesionkit.train.config import TrainConfig
+
+    replay = TrainConfig.from_yaml(child / "config.yaml")  # the corruption is in the child's own config
+    assert (replay.corruption, replay.corruption_seed) == ("impulse:0.3", 0)
     cell = json.loads((out / "cells" / "matched" / "impulse" / "0.3" / "metrics.json").read_text())
     assert cell["tested_with"] == {"corruption": "impulse", "level": 0.3}
     s = pd.read_parquet(out / "summary.parquet")

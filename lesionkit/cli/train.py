@@ -82,6 +82,8 @@ def train(
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per optimizer step and process."),
     eval_batch_size: int = typer.Option(0, "--eval-batch-size", help="Validation batch size (0 = 2 x batch size)."),
     num_workers: int = typer.Option(2, "--num-workers", "-j", help="DataLoader worker processes per training process."),
+    corruption: str = typer.Option("", "--corruption", help="Train and validate on corrupted images, one level: e.g. impulse:0.05 (see lesionkit robustness --list)."),
+    corruption_seed: int = typer.Option(0, "--corruption-seed", help="Seed of --corruption (per sample_id: the same images every epoch)."),
     sampler: str = typer.Option("none", "--sampler", help="none | balanced (class-balanced draws) | oversample (minority classes up to the majority)."),
     class_weights: str = typer.Option("none", "--class-weights", help="Loss class weights: none | balanced (N/(C*N_c)) | LIST (e.g. 1,2.5,4)."),
     loss: str = typer.Option("auto", "--loss", help="auto (ce; bce for a binary target) | ce | bce | focal."),
@@ -176,7 +178,7 @@ def lr_find(
     """LR range test: exponential LR sweep on the training fold, stops on divergence, restores the weights, plots.
 
     Writes OUT/lr_find.png (loss vs LR, suggestion marked) and OUT/lr_find.json; prints the suggested LR
-    (steepest descent of the smoothed loss). `lesionkit train --lr auto` runs the same test first.
+    (the "valley" of the smoothed loss: steepest descent is fooled by early noise). `lesionkit train --lr auto` runs the same test first.
 
     Example: lesionkit lr-find work/prep/manifest.parquet --splits work/splits.json --image-col prep_path --model resnet18 --img-size 128 --out runs/lrf
     """

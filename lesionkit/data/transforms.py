@@ -300,8 +300,8 @@ def _square(h: int, w: int, fraction: float) -> int:
     return max(1, min(h, w, round(fraction * min(h, w))))
 
 
-class CenterCropFraction(v2.Transform):
-    """Central square of side ``round(fraction * min(H, W))``; offsets ``(H - s) // 2`` and ``(W - s) // 2``."""
+class _FractionCrop(v2.Transform):
+    """Base of the square crops whose side is a fraction in (0, 1] of the short side."""
 
     _transformed_types = (tv_tensors.Image, torch.Tensor)
 
@@ -310,6 +310,10 @@ class CenterCropFraction(v2.Transform):
         if not 0 < fraction <= 1:
             raise ValueError(f"crop fraction must be in (0, 1] (got {fraction})")
         self.fraction = float(fraction)
+
+
+class CenterCropFraction(_FractionCrop):
+    """Central square of side ``round(fraction * min(H, W))``; offsets ``(H - s) // 2`` and ``(W - s) // 2``."""
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         h, w = inpt.shape[-2:]
@@ -319,17 +323,9 @@ class CenterCropFraction(v2.Transform):
         return F.crop(inpt, (h - s) // 2, (w - s) // 2, s, s)
 
 
-class RandomCropFraction(v2.Transform):
+class RandomCropFraction(_FractionCrop):
     """A square of side ``round(fraction * min(H, W))`` at a uniformly random position (the thesis' 512 → 416 crop
     at ``fraction`` 416/512, for any input size)."""
-
-    _transformed_types = (tv_tensors.Image, torch.Tensor)
-
-    def __init__(self, fraction: float) -> None:
-        super().__init__()
-        if not 0 < fraction <= 1:
-            raise ValueError(f"crop fraction must be in (0, 1] (got {fraction})")
-        self.fraction = float(fraction)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = flat_inputs[0].shape[-2:]

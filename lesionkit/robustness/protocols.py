@@ -6,17 +6,14 @@ training pipeline's pixel space: every training **and validation** image is corr
 (deterministically per ``(seed, sample_id)``, so the corrupted training set is fixed across epochs, like a corrupted
 copy of the dataset) *before* the augmentation / evaluation transform and normalisation.
 
-The engine has no corruption option yet, so :func:`corrupted_training` installs the corruption for the duration of
-one ``run_train`` call by wrapping :func:`lesionkit.train.run.build_data`'s datasets in
-:class:`CorruptedDataset` (picklable: DataLoader workers load it by name). The corruption is recorded next to the
-run in ``robustness_train.json``; replaying the child run's ``config.yaml`` alone trains *without* it.
+The corruption is a train option (``TrainConfig.corruption`` = ``"NAME[(k=v)]:LEVEL"``, ``corruption_seed``):
+:func:`lesionkit.train.run.build_data` wraps its datasets in :class:`CorruptedDataset` (picklable: DataLoader
+workers load it by name). It is part of the child run's ``config.yaml``, so replaying that config retrains the same
+model; ``robustness_train.json`` next to the run records what the protocol asked for.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import numpy as np
 
 from lesionkit.robustness.corruptions import CorruptionSpec, apply_numpy
 
-__all__ = ["PROTOCOLS", "CorruptedDataset", "corrupted_training", "train_with_corruption"]
+__all__ = ["PROTOCOLS", "CorruptedDataset", "train_with_corruption"]
 
 PROTOCOLS = ("test", "train-corrupt", "matched")
 
@@ -70,25 +67,6 @@ def _make_cls() -> type:
 _CorruptedManifestDataset = _make_cls()
 
 
-@contextlib.contextmanager
-def corrupted_training(spec: CorruptionSpec, level: float, seed: int) -> Iterator[None]:
-    """Within this block, ``lesionkit.train.run.run_train`` trains and validates on corrupted images."""
-    from lesionkit.train import run as train_run
-
-    original = train_run.build_data
-
-    def build_data(*args: Any, **kwargs: Any) -> Any:
-        data = original(*args, **kwargs)
-        return dataclasses.replace(data, train_set=CorruptedDataset.wrap(data.train_set, spec, level, seed),
-                                   val_set=CorruptedDataset.wrap(data.val_set, spec, level, seed))
-
-    train_run.build_data = build_data
-    try:
-        yield
-    finally:
-        train_run.build_data = original
-
-
 def train_with_corruption(base_config: Path, run_dir: Path, spec: CorruptionSpec, level: float, seed: int, *,
                           overrides: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Train a model with the configuration of ``base_config`` (a run's ``config.yaml``) plus the corruption;
@@ -114,11 +92,10 @@ def train_with_corruption(base_config: Path, run_dir: Path, spec: CorruptionSpec
         if {k: old.get(k) for k in record} == record and run.get("status") in ("finished", "early_stopped"):
             return _best(Path(run_dir))
     cfg = TrainConfig.from_yaml(base_config)
-    kw: dict[str, Any] = {"run_dir": str(run_dir), "overwrite": True, "resume": False, "config": str(base_config)}
+    kw: dict[str, Any] = {"run_dir": str(run_dir), "overwrite": True, "resume": False, "config": str(base_config),
+                          "corruption": f"{spec.label}:{level:g}", "corruption_seed": int(seed)}
     kw.update(overrides or {})
-    cfg = cfg.replace(**kw)
-    with corrupted_training(spec, level, seed):
-        run_train(cfg)
+    run_train(cfg.replace(**kw))  # the corruption is in the child's config.yaml: replaying it retrains the same
     write_json_atomic(rec_path, record)
     return _best(Path(run_dir))
 

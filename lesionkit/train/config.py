@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lesionkit.errors import InputError, UsageError
+from lesionkit.errors import InputError, LesionkitError, UsageError
 
 CONFIG_VERSION = 1
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -63,6 +63,8 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = 2 * batch_size
     num_workers: int = 2
     sampler: str = "none"
+    corruption: str = ""  # train AND validate on corrupted images, e.g. impulse:0.05 (one level; lesionkit robustness)
+    corruption_seed: int = 0
     class_weights: str = "none"  # none | balanced | comma-separated list (one per class)
     # loss
     loss: str = "auto"  # auto (ce for multi-class, bce for binary) | ce | bce | focal
@@ -230,6 +232,15 @@ def validate_config(cfg: TrainConfig, world_size: int = 1) -> None:
         p.append(f"--weight-decay {cfg.weight_decay}: must be >= 0")
     if not 0 <= cfg.label_smoothing < 1:
         p.append(f"--label-smoothing {cfg.label_smoothing}: must be in [0, 1)")
+    if cfg.corruption:
+        try:
+            from lesionkit.robustness.corruptions import parse_corruption
+
+            spec = parse_corruption(cfg.corruption)
+            if len(spec.levels) != 1:
+                p.append(f"--corruption {cfg.corruption}: give exactly one level for training (e.g. impulse:0.05)")
+        except LesionkitError as e:
+            p.append(f"--corruption {cfg.corruption}: {e.message}")
     if cfg.small_input and str(cfg.pretrained).lower() != "none":
         p.append("--small-input with --pretrained: the small-input stem replaces the pretrained stem convolution, "
                  "so the weights cannot be loaded as they are; train from scratch or drop --small-input")

@@ -207,8 +207,16 @@ def build_data(cfg: TrainConfig, inp: Inputs, mean: list[float], std: list[float
                                ids=ids[rows].tolist(), decode_min_side=cfg.cache_size)
 
     y_tr, y_va = inp.y[inp.train_rows], inp.y[inp.val_rows]
+    train_set, val_set = make(inp.train_rows, True, meta_tr), make(inp.val_rows, False, meta_va)
+    if cfg.corruption:  # robustness protocols train-corrupt / matched: uint8 pixels, before augmentation
+        from lesionkit.robustness.corruptions import parse_corruption
+        from lesionkit.robustness.protocols import CorruptedDataset
+
+        spec = parse_corruption(cfg.corruption)
+        train_set = CorruptedDataset.wrap(train_set, spec, spec.levels[0], cfg.corruption_seed)
+        val_set = CorruptedDataset.wrap(val_set, spec, spec.levels[0], cfg.corruption_seed)
     return Data(
-        train_set=make(inp.train_rows, True, meta_tr), val_set=make(inp.val_rows, False, meta_va),
+        train_set=train_set, val_set=val_set,
         train_sampler=EpochSampler(y_tr, mode=cfg.sampler, seed=cfg.seed, num_replicas=dist.world_size,
                                    rank=dist.rank, shuffle=True),
         val_sampler=ShardedEvalSampler(len(inp.val_rows), num_replicas=dist.world_size, rank=dist.rank),
@@ -573,7 +581,7 @@ def _auto_lr(cfg: TrainConfig, net: Any, data: Data, loss_fn: Any, device: torch
         raise LesionkitError("--lr auto: the LR range test found no usable learning rate (the loss never decreased)",
                              hint="pass --lr explicitly, or widen --lr-find-start/--lr-find-end")
     if D.is_main():
-        info(f"--lr auto: suggested lr {res.suggestion:.3g} (steepest descent of the smoothed loss)")
+        info(f"--lr auto: suggested lr {res.suggestion:.3g} ({res.method} of the smoothed loss curve)")
     return float(res.suggestion), {"suggestion": res.suggestion, "result": res.to_dict(), "_result": res}
 
 
