@@ -49,6 +49,8 @@ def _err(**kw) -> str:
     ({"lr_meta": 1e-3}, "--lr-meta"),
     ({"cache_size": 16, "img_size": 32}, "--cache-size"),
     ({"small_input": True, "pretrained": "resnet18.pth"}, "--small-input with --pretrained"),
+    ({"corruption": "impulse:0.01,0.05"}, "exactly one level"),
+    ({"corruption": "sunburn:0.3"}, "--corruption sunburn:0.3"),
 ])
 def test_impossible_combinations_are_rejected(kw, flag):
     if kw.get("device") == "cuda":
