@@ -100,3 +100,20 @@ def test_fingerprint_tracks_ids_labels_and_groups(tmp_path):
     regrouped = df.copy()
     regrouped.loc[1, "patient_id"] = "p1"
     assert manifest_fingerprint(regrouped) != f0
+
+
+def test_relative_manifest_path_gives_absolute_image_paths(tmp_path, monkeypatch, runner):
+    """`make demo` uses a relative workspace: reading ws/synthetic/manifest.parquet must not give CWD-relative paths
+    that image_paths() then prefixes a second time (ws/synthetic/ws/synthetic/images/...)."""
+    from pathlib import Path
+
+    from lesionkit.synthetic import generate
+    from tests.conftest import invoke
+
+    monkeypatch.chdir(tmp_path)
+    generate(Path("ws") / "synthetic", n=3, size=32, seed=0)
+    m = read_manifest(Path("ws") / "synthetic" / "manifest.parquet")
+    for p in [*m.df["image_path"], *m.image_paths()]:
+        assert Path(p).is_absolute() and Path(p).is_file(), p
+    r = invoke(runner, "manifest", "build", "ws/synthetic", "--format", "synthetic", "--out", "ws/m.parquet")
+    assert r.exit_code == 0, r.output

@@ -176,7 +176,7 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
 
 def read_manifest(path: Path | str) -> Manifest:
     """Read a manifest (path columns made absolute); refuses files from a newer schema version."""
-    path = Path(path)
+    path = Path(path).absolute()  # a relative manifest path must still give absolute path values (not CWD-relative)
     record = read_metadata(path)
     df = coerce(pq.read_table(path).to_pandas())
     for c in path_columns(df):
