@@ -192,11 +192,20 @@ def _filter_np(img: np.ndarray, qk: np.ndarray) -> np.ndarray:
 
 
 def _filter_torch(x: Any, qk: np.ndarray) -> Any:
+    import torch
     import torch.nn.functional as F
 
     r = qk.shape[0] // 2
     h, w = x.shape[-2:]
     pad = F.pad(x, (r, r, r, r), mode="reflect") if r else x
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4:
+        # one depthwise convolution instead of a tap loop: every product and partial sum is an integer below
+        # 255 * 2**14 < 2**24, so float32 accumulates them exactly in any order -> bit-identical to the loop
+        # (and to the numpy path). Not on CUDA, where float32 convolutions may run in TF32.
+        c = x.shape[1]
+        wk = torch.as_tensor(qk, dtype=x.dtype).expand(c, 1, *qk.shape).contiguous()
+        acc = F.conv2d(pad, wk, groups=c)
+        return ((acc + float(KERNEL_SUM >> 1)) * (1.0 / KERNEL_SUM)).floor()
     acc = None
     for y, xx, wt in _taps(qk):
         term = pad[..., y:y + h, xx:xx + w] * float(wt)
