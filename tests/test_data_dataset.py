@@ -46,6 +46,12 @@ def test_items_from_cache_equal_items_from_decoding(synth, tmp_path):
         assert ia["meta"].dtype == torch.float32 and np.array_equal(ia["meta"].numpy(), meta[i])
     none = ManifestDataset(paths, y, t)
     assert none[0]["meta"].shape == (0,) and none.meta_dim == 0
+    # without a cache, fit_size gives exactly the pixels a cache of that size holds (train --no-cache, evaluate)
+    small = build_cache(paths, 40, tmp_path, cache_key(m.fingerprint(), "image_path", 40, m.df["sample_id"].tolist()))
+    fitted = ManifestDataset(paths, y, t, fit_size=40)
+    assert fitted.decode_min_side == 80
+    for i in (0, 9):
+        assert np.array_equal(fitted.load_image(i), small[i]) and fitted.load_image(i).shape == (40, 40, 3)
 
 
 def test_decode_failure_names_the_file(tmp_path):

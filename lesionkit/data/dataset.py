@@ -33,7 +33,7 @@ class ManifestDataset(Dataset):
 
     def __init__(self, paths: list[str], targets: np.ndarray, transform: Callable[[np.ndarray], torch.Tensor],
                  cache: ImageCache | None = None, meta: np.ndarray | None = None, ids: list[str] | None = None,
-                 decode_min_side: int | None = None) -> None:
+                 decode_min_side: int | None = None, fit_size: int | None = None) -> None:
         n = len(paths)
         self.paths = [str(p) for p in paths]
         self.targets = np.asarray(targets, dtype=np.int64).reshape(-1)
@@ -52,7 +52,8 @@ class ManifestDataset(Dataset):
         self.cache = cache
         self.meta = meta
         self.ids = None if ids is None else [str(i) for i in ids]
-        self.decode_min_side = decode_min_side
+        self.fit_size = int(fit_size) if fit_size else None
+        self.decode_min_side = decode_min_side if decode_min_side is not None or not self.fit_size else 2 * self.fit_size
         self._no_meta = torch.zeros(0, dtype=torch.float32)
 
     def __len__(self) -> int:
@@ -76,6 +77,10 @@ class ManifestDataset(Dataset):
             raise InputError(f"cannot decode {path}{sid}: {e.reason} ({e.message})",
                              hint="fix or remove the row (`lesionkit manifest validate MANIFEST --check-files` lists "
                                   "unreadable images)") from None
+        if self.fit_size and img.shape[:2] != (self.fit_size, self.fit_size):
+            from lesionkit.data.cache import fit_square
+
+            img = fit_square(img, self.fit_size)
         return img
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -191,20 +191,6 @@ def eval_transform(data_cfg: dict[str, Any]) -> tuple[Callable[[np.ndarray], tor
     return tf, cache_size
 
 
-class _FitSquare:
-    """Picklable ``transform(fit_square(img, size))`` (the training cache's pixels, computed on the fly)."""
-
-    def __init__(self, tf: Callable[[np.ndarray], torch.Tensor], size: int):
-        self.tf, self.size = tf, size
-
-    def __call__(self, img: np.ndarray) -> torch.Tensor:
-        from lesionkit.data.cache import fit_square
-
-        if img.shape[0] != self.size or img.shape[1] != self.size:
-            img = fit_square(img, self.size)
-        return self.tf(img)
-
-
 class _CacheRows:
     def __init__(self, cache: Any, rows: np.ndarray):
         self.cache, self.rows = cache, np.asarray(rows, dtype=np.int64)
@@ -265,8 +251,8 @@ def build_eval_dataset(manifest: Any, rows: np.ndarray, targets: np.ndarray, ckp
         found = _existing_cache(manifest, image_col, cache_size, cfg.get("cache_dir"))
         if found is not None:
             cache_view = _CacheRows(found[0], found[1][rows])
-    return ManifestDataset(paths, targets, _FitSquare(tf, cache_size), cache=cache_view, meta=meta,
-                           ids=sub["sample_id"].astype(str).tolist(), decode_min_side=2 * cache_size)
+    return ManifestDataset(paths, targets, tf, cache=cache_view, meta=meta,
+                           ids=sub["sample_id"].astype(str).tolist(), fit_size=cache_size)
 
 
 def predict_dataset(models: Sequence[nn.Module], dataset: Any, n_classes: int, *, binary: bool, tta: str,

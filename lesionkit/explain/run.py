@@ -393,7 +393,8 @@ def _rows_for_split(m: Any, splits_path: str, split: str, fold: int) -> np.ndarr
 def run_gradcam(cfg: GradcamConfig) -> dict[str, Any]:
     """Run the whole stage (see the module docstring); returns the content of ``gradcam.json``."""
     from lesionkit.data.targets import TargetSpec, resolve_target
-    from lesionkit.data.transforms import build_transform, eval_crop_fraction
+    from lesionkit.data.transforms import eval_crop_fraction
+    from lesionkit.evaluate.predict import eval_transform
     from lesionkit.explain.cam import (
         CAM,
         deprocess,
@@ -467,14 +468,12 @@ def run_gradcam(cfg: GradcamConfig) -> dict[str, Any]:
         from lesionkit.data.meta import MetaEncoder
 
         meta = MetaEncoder.from_dict(ckpt["meta_encoder"]).transform(df)
-    img_size = int((dcfg.get("input_size") or [3, model.spec.img_size, model.spec.img_size])[1])
-    preset = str(dcfg.get("aug", tcfg.get("aug", "none")))
+    # the same preprocessing as lesionkit evaluate: fit to the training cache's square, then the eval transform
+    transform, cache_size = eval_transform(dcfg)
+    img_size = int(dcfg["input_size"][-1])
+    preset, mean, std = str(dcfg.get("aug", "none")), tuple(dcfg["mean"]), tuple(dcfg["std"])
     frac = float(dcfg.get("eval_crop_fraction", eval_crop_fraction(preset)))
-    cache_size = int(dcfg.get("cache_size") or 0) if tcfg.get("cache", True) else 0
-    geometry = InputGeometry(img_size=img_size, crop_fraction=frac, square_size=cache_size or None)
-    mean = tuple(dcfg.get("mean", (0.485, 0.456, 0.406)))
-    std = tuple(dcfg.get("std", (0.229, 0.224, 0.225)))
-    transform = build_transform(preset, img_size, train=False, mean=mean, std=std)
+    geometry = InputGeometry(img_size=img_size, crop_fraction=frac, square_size=cache_size)
     plan = None if cfg.mask_source == "none" else plan_masks(df, image_col, cfg.mask_source, cfg.lesion_masks,
                                                              cfg.lesion_mask_pattern)
     paths = [str(p) for p in df[image_col].tolist()]

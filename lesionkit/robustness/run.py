@@ -135,7 +135,9 @@ def load_eval_data(ckpt: dict[str, Any], cfg: RobustnessConfig) -> tuple[Any, di
     if len(rows) == 0:
         raise InputError(f"no usable {subset} rows", hint="check the manifest and split")
     classes = [str(c) for c in ckpt["classes"]]
-    size = int(dcfg.get("cache_size") or dcfg.get("input_size", [3, 224, 224])[-1])
+    from lesionkit.evaluate.predict import eval_transform
+
+    _, size = eval_transform(dcfg)  # the square side evaluate fits images to (the training cache's)
     sub = df.iloc[rows]
     sids = sub["sample_id"].astype(str).tolist()
     cache_root = Path(cfg.cache_dir or tcfg.get("cache_dir") or default_cache_root())
@@ -174,12 +176,9 @@ def eval_pipeline(ckpt: dict[str, Any], device: str, channels_last: bool = False
     import torch
     from torchvision import tv_tensors
 
-    from lesionkit.data.transforms import build_transform
+    from lesionkit.evaluate.predict import eval_transform
 
-    dcfg = ckpt.get("data_cfg") or {}
-    img = int(dcfg.get("input_size", [3, 224, 224])[-1])
-    tf = build_transform(str(dcfg.get("aug", "none")), img, train=False, mean=tuple(dcfg.get("mean", (0.485, 0.456, 0.406))),
-                         std=tuple(dcfg.get("std", (0.229, 0.224, 0.225))))
+    tf, _ = eval_transform(ckpt.get("data_cfg") or {})  # the same preprocessing as lesionkit evaluate
 
     def run(xb: Any) -> Any:
         x = tf.pipeline(tv_tensors.Image(xb)).as_subclass(torch.Tensor)

@@ -204,7 +204,7 @@ def build_data(cfg: TrainConfig, inp: Inputs, mean: list[float], std: list[float
         tf = build_transform(cfg.aug, cfg.img_size, train=train, mean=tuple(mean), std=tuple(std))
         view = CacheView(cache, to_cache[rows]) if cache is not None else None
         return ManifestDataset([inp.paths[i] for i in rows], inp.y[rows], tf, cache=view, meta=meta,
-                               ids=ids[rows].tolist(), decode_min_side=cfg.cache_size)
+                               ids=ids[rows].tolist(), fit_size=cfg.cache_size)
 
     y_tr, y_va = inp.y[inp.train_rows], inp.y[inp.val_rows]
     train_set, val_set = make(inp.train_rows, True, meta_tr), make(inp.val_rows, False, meta_va)
