@@ -12,7 +12,15 @@ import pytest
 from lesionkit.errors import InputError, UsageError
 from lesionkit.manifest.io import Manifest, write_manifest
 from lesionkit.manifest.schema import coerce
-from lesionkit.splits import leakage, plan_from_column, plan_from_file, plan_kfold, read_splits, split_report
+from lesionkit.splits import (
+    leakage,
+    plan_from_column,
+    plan_from_file,
+    plan_group_holdout,
+    plan_kfold,
+    read_splits,
+    split_report,
+)
 from tests.conftest import invoke
 
 
@@ -165,3 +173,46 @@ def test_real_ham10000_split_and_dermamnist_leak(real_data, runner, tmp_path):
     objc = json.loads(dmc.read_text())
     assert (len(objc["folds"][0]["train"]), len(objc["folds"][0]["val"]), len(objc["test"])) == (8215, 573, 1227)
     assert objc["report"]["shared_groups_total"] == 0
+
+
+def _typed(n_patients=240, seed=0):
+    """Patients with a human Fitzpatrick type 1-6 (some missing); one patient straddles types (per-image labels)."""
+    df = _grouped(n_patients, seed)
+    rng = np.random.default_rng(seed)
+    ptype = {p: (None if rng.random() < 0.05 else int(rng.integers(1, 7))) for p in df["patient_id"].unique()}
+    df["fitzpatrick"] = df["patient_id"].map(ptype).astype("Float64")
+    first = df.index[df["patient_id"] == "P0"]
+    df.loc[first, "fitzpatrick"] = [1.0] + [4.0] * (len(first) - 1) if len(first) > 1 else [1.0]
+    return df
+
+
+def test_group_holdout_trains_on_types_1_2_and_tests_on_the_rest():
+    from lesionkit.splits.plan import parse_group_holdout
+
+    df = _typed()
+    col, vals = parse_group_holdout("fitzpatrick=I,2")
+    assert (col, vals) == ("fitzpatrick", ["1", "2"])
+    s = plan_group_holdout(df, col, vals, n_folds=3, seed=0)
+    t = df.set_index("sample_id")["fitzpatrick"]
+    for f in s.folds:
+        assert set(t.reindex(f["train"] + f["val"]).astype(int)) <= {1, 2}
+        assert not _shared(df, f["train"], f["val"], "patient_id")
+        assert not _shared(df, f["train"], s.test, "patient_id")
+    assert set(t.reindex(s.test).astype(int)) == {3, 4, 5, 6}
+    pool = set(df.loc[df["fitzpatrick"].isin([1, 2]), "sample_id"])
+    assert set().union(*[set(f["val"]) for f in s.folds]) == pool  # every training-group row validates once
+    n_missing = int(df["fitzpatrick"].isna().sum())
+    p0_test = int(((df["patient_id"] == "P0") & (df["fitzpatrick"] == 4)).sum())
+    assert s.params["left_out_missing"] == n_missing and s.params["left_out_straddling"] == p0_test
+    assert len(pool) + len(s.test) + n_missing + p0_test == len(df)
+    assert sum(s.params["test_values"].values()) == len(s.test)
+
+
+def test_group_holdout_errors_name_the_problem():
+    df = _typed()
+    with pytest.raises(UsageError, match="do not occur"):
+        plan_group_holdout(df, "fitzpatrick", ["7"])
+    with pytest.raises(UsageError, match="no column"):
+        plan_group_holdout(df, "skin", ["1"])
+    with pytest.raises(UsageError, match="no test rows"):
+        plan_group_holdout(df, "fitzpatrick", [str(v) for v in range(1, 7)])

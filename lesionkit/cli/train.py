@@ -75,6 +75,20 @@ def train(
     meta: str = typer.Option("", "--meta", help="Metadata fusion columns, e.g. age,sex,site (MLP branch with missing indicators)."),
     meta_hidden: str = typer.Option("256", "--meta-hidden", help="Hidden sizes of the metadata MLP, e.g. 256 or 512,128."),
     meta_dropout: float = typer.Option(0.3, "--meta-dropout", help="Dropout after each metadata layer."),
+    head: str = typer.Option("linear", "--head", help="linear (global pooling) | soft-attention (K attention maps over the last feature map, Datta et al.)."),
+    attention_heads: int = typer.Option(16, "--attention-heads", help="--head soft-attention: number of attention maps K."),
+    arch: str = typer.Option("lesionnet", "--arch", help="lesionnet | stochastic-split (Reekie: random-window stem on the --img-size image + a second backbone on it downsized)."),
+    split_low_size: int = typer.Option(224, "--split-low-size", help="stochastic-split: input side of the low-resolution backbone."),
+    stem_out: int = typer.Option(112, "--stem-out", help="stochastic-split: side of the stochastic stem's output (sets the window size)."),
+    tta: int = typer.Option(1, "--tta", help="stochastic-split: forward passes averaged at evaluation (stochastic TTA)."),
+    debias: str = typer.Option("none", "--debias", help="Unlearn a bias attribute: none | lntl | tabe | clgr (auxiliary head + entropy / confusion loss, GRL)."),
+    bias_col: str = typer.Option("", "--bias-col", help="Categorical column to unlearn, e.g. fitzpatrick_est, fitzpatrick, ita_category, an instrument proxy."),
+    debias_weight: float = typer.Option(None, "--debias-weight", help="Weight of the entropy (LNTL, default 0.01) / uniform-confusion (TABE, CLGR, default 0.03) term."),
+    grl_coef: float = typer.Option(None, "--grl-coef", help="Gradient reversal coefficient (LNTL / CLGR; default -0.1 as published)."),
+    grl_schedule: str = typer.Option("constant", "--grl-schedule", help="constant | dann (ramp the GRL coefficient from 0, Ganin & Lempitsky)."),
+    no_grl: bool = typer.Option(False, "--no-grl", help="LNTL without gradient reversal (an ablation; needs --force-no-grl)."),
+    force_no_grl: bool = typer.Option(False, "--force-no-grl", help="Allow --no-grl / a positive --grl-coef, which train the encoder to predict the bias."),
+    lr_aux: float = typer.Option(None, "--lr-aux", help="LR of the bias head (default: --lr for LNTL, 10 x --lr for TABE / CLGR, as published)."),
     aug: str = typer.Option("light", "--aug", help="Augmentation preset: none | light | seeds | heavy (validation never augmented)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Decode every image once into a memory-mapped uint8 cache (reused by later runs)."),
     cache_dir: str = typer.Option("", "--cache-dir", help="Cache folder (default $LESIONKIT_CACHE_DIR or ~/.cache/lesionkit/images)."),
@@ -136,6 +150,8 @@ def train(
     (+ snapshot_cycleK.pt with SGDR). Multi-GPU: torchrun --nproc_per_node N -m lesionkit train ...
 
     Example: lesionkit train work/prep/manifest.parquet --splits work/splits.json --image-col prep_path --target malignant --model resnet18 --img-size 128 --epochs 10 --name r18
+
+    Debiasing example: lesionkit train work/prep/manifest.parquet --splits work/splits.json --target malignant --debias clgr --bias-col fitzpatrick_est
     """
     params = dict(locals())
     from lesionkit.train.run import run_train

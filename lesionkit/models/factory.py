@@ -34,6 +34,12 @@ META_ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "leaky_relu": nn.LeakyReLU,
 }
+#: Pooling heads over the backbone's feature map (``ModelSpec.head``): timm's global pooling, or soft attention
+#: (Datta et al. 2021, :mod:`lesionkit.models.attention`).
+HEADS = ("linear", "soft-attention")
+#: Architectures (``ModelSpec.arch``): one timm backbone, or Reekie's full stochastic split model
+#: (:mod:`lesionkit.models.stochastic`).
+ARCHS = ("lesionnet", "stochastic-split")
 
 
 @dataclass
@@ -60,6 +66,18 @@ class ModelSpec:
     meta_activation: str = "relu"
     kwargs: dict[str, Any] = field(default_factory=dict)
     small_input: bool = False
+    # pooling head over the feature map: "linear" (timm global pooling) | "soft-attention" (attention_heads maps)
+    head: str = "linear"
+    attention_heads: int = 16
+    # "lesionnet" | "stochastic-split": img_size is then the high-resolution input; the stem of the first backbone
+    # convolves per-channel random windows sized so its output is stem_out², the second backbone sees the image
+    # resized to split_low_size²; tta = forward passes averaged in eval mode (stochastic TTA)
+    arch: str = "lesionnet"
+    split_low_size: int = 224
+    stem_out: int = 112
+    tta: int = 1
+    # debiasing (lesionkit.train.debias): an auxiliary head with this many bias classes on the shared features
+    bias_outputs: int = 0
 
     def __post_init__(self) -> None:
         self.meta_hidden = tuple(int(h) for h in self.meta_hidden)
@@ -76,6 +94,25 @@ class ModelSpec:
             v = getattr(self, nm)
             if not 0.0 <= v < 1.0:
                 problems.append(f"{nm} must be in [0, 1), got {v}")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {list(HEADS)}, got {self.head!r}")
+        if self.arch not in ARCHS:
+            problems.append(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        if self.attention_heads < 1:
+            problems.append(f"attention_heads must be >= 1, got {self.attention_heads}")
+        if self.tta < 1:
+            problems.append(f"tta must be >= 1, got {self.tta}")
+        if self.bias_outputs < 0 or self.bias_outputs == 1:
+            problems.append(f"bias_outputs must be 0 (no debiasing) or >= 2 bias classes, got {self.bias_outputs}")
+        if self.arch == "stochastic-split":
+            if self.stem_out < 1 or self.split_low_size < 8:
+                problems.append(f"stem_out must be >= 1 and split_low_size >= 8, got {self.stem_out} / "
+                                f"{self.split_low_size}")
+            if self.split_low_size > self.img_size:
+                problems.append(f"split_low_size {self.split_low_size} must not exceed img_size {self.img_size} "
+                                "(the low-resolution branch sees a downsized image)")
+            if self.head != "linear":
+                problems.append("the stochastic split model pools with timm's global pooling (head 'linear')")
         if self.meta_activation not in META_ACTIVATIONS:
             problems.append(f"meta_activation must be one of {sorted(META_ACTIVATIONS)}, got {self.meta_activation!r}")
         if problems:
@@ -139,24 +176,37 @@ def make_small_input_stem(backbone: nn.Module, name: str) -> None:
 
 
 def _create_backbone(spec: ModelSpec) -> nn.Module:
-    """The timm backbone (:func:`_timm_backbone`), with the small-input stem when ``spec.small_input``."""
-    backbone = _timm_backbone(spec)
+    """The network that maps an image batch to pooled features (``num_features`` floats per image): the timm
+    backbone (:func:`_timm_backbone`, with the small-input stem when ``spec.small_input``), or for
+    ``arch="stochastic-split"`` the two-branch stochastic split feature extractor."""
+    if spec.arch == "stochastic-split":
+        from lesionkit.models.stochastic import StochasticSplitFeatures
+
+        hi = _timm_backbone(spec)
+        lo = _timm_backbone(spec, img_size=spec.split_low_size)
+        return StochasticSplitFeatures(hi, lo, name=spec.name, low_size=spec.split_low_size, stem_out=spec.stem_out,
+                                       tta=spec.tta)
+    backbone = _timm_backbone(spec, global_pool="" if spec.head == "soft-attention" else None)
     if spec.small_input:
         make_small_input_stem(backbone, spec.name)
     return backbone
 
 
-def _timm_backbone(spec: ModelSpec) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, num_classes=0)``; ``img_size`` passed where the model takes it."""
+def _timm_backbone(spec: ModelSpec, img_size: int | None = None, global_pool: str | None = None) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=0)``; ``img_size`` (default ``spec.img_size``) passed
+    where the model takes it; ``global_pool=""`` keeps the feature map [B, C, h, w] (soft-attention head)."""
     import timm
 
     check_model_name(spec.name)
     kw: dict[str, Any] = dict(spec.kwargs)
     kw.setdefault("in_chans", spec.in_chans)
+    if global_pool is not None:
+        kw["global_pool"] = global_pool
+    size = spec.img_size if img_size is None else img_size
     try:
         if "img_size" not in kw:
             try:
-                return timm.create_model(spec.name, pretrained=False, num_classes=0, img_size=spec.img_size, **kw)
+                return timm.create_model(spec.name, pretrained=False, num_classes=0, img_size=size, **kw)
             except TypeError as e:  # CNNs do not take img_size (they are size-agnostic)
                 if "img_size" not in str(e):
                     raise
@@ -177,17 +227,26 @@ def _feature_dim(backbone: nn.Module) -> int:
 
 
 class LesionNet(nn.Module):
-    """timm backbone (pooled features) ⊕ optional metadata MLP → dropout → linear head.
+    """timm backbone (pooled features, or a soft-attention head over its feature map) ⊕ optional metadata MLP
+    → dropout → linear head; optionally an auxiliary bias head on the same fused features (debiasing).
 
-    ``forward(x, meta=None)``: ``x`` float [B, in_chans, H, W] (normalised); ``meta`` float [B, meta_dim] (required
-    when ``spec.meta_dim > 0``). Returns logits [B, num_outputs].
+    ``forward(x, meta=None, with_features=False)``: ``x`` float [B, in_chans, H, W] (normalised); ``meta`` float
+    [B, meta_dim] (required when ``spec.meta_dim > 0``). Returns logits [B, num_outputs], or ``(logits, features)``
+    with ``with_features=True`` (the fused features the heads see, for the debiasing losses).
     """
 
     def __init__(self, spec: ModelSpec, backbone: nn.Module | None = None):
         super().__init__()
         self.spec = spec
         self.backbone = backbone if backbone is not None else _create_backbone(spec)
-        self.feature_dim = _feature_dim(self.backbone)
+        self.pool: nn.Module | None = None
+        if spec.head == "soft-attention":
+            from lesionkit.models.attention import SoftAttentionPool
+
+            self.pool = SoftAttentionPool(_feature_dim(self.backbone), heads=spec.attention_heads)
+            self.feature_dim = int(self.pool.out_dim)
+        else:
+            self.feature_dim = _feature_dim(self.backbone)
         meta_out = 0
         self.meta_branch: nn.Sequential | None = None
         if spec.meta_dim > 0:
@@ -201,10 +260,13 @@ class LesionNet(nn.Module):
             meta_out = d
         self.head_drop = nn.Dropout(spec.drop_rate)
         self.head = nn.Linear(self.feature_dim + meta_out, spec.num_outputs)
+        self.aux_head = nn.Linear(self.feature_dim + meta_out, spec.bias_outputs) if spec.bias_outputs else None
 
     def forward_features(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
         """Fused features [B, feature_dim + meta_out] (image features, then metadata features)."""
         f = self.backbone(x)
+        if self.pool is not None:
+            f = self.pool(f)
         if self.meta_branch is not None:
             if meta is None or meta.ndim != 2 or meta.shape[1] != self.spec.meta_dim:
                 found = None if meta is None else tuple(meta.shape)
@@ -212,8 +274,11 @@ class LesionNet(nn.Module):
             f = torch.cat([f, self.meta_branch(meta.to(f.dtype))], dim=1)
         return f
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.head_drop(self.forward_features(x, meta)))
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
+                with_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        f = self.forward_features(x, meta)
+        logits = self.head(self.head_drop(f))
+        return (logits, f) if with_features else logits
 
 
 def _fetch_hint(name: str) -> str:

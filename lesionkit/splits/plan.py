@@ -197,3 +197,81 @@ def plan_from_file(df: pd.DataFrame, path: Path, id_column: str | None = None, s
     assign = df["sample_id"].astype(str).map(lookup).astype("string")
     return _from_assignment(df, assign, "from-file", str(path), {"file": str(Path(path).resolve()), "id_column": id_column,
                                                                   "split_column": split_column})
+
+
+_ROMAN = {"I": "1", "II": "2", "III": "3", "IV": "4", "V": "5", "VI": "6"}
+
+
+def _value_key(v: object) -> str:
+    """Comparable text of a group value: 2.0 → "2", "II" → "2" (Fitzpatrick roman numerals), else str."""
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    s = str(v).strip()
+    return _ROMAN.get(s.upper(), s)
+
+
+def parse_group_holdout(text: str) -> tuple[str, list[str]]:
+    """``"fitzpatrick=1,2"`` → ``("fitzpatrick", ["1", "2"])`` (the column and its training values)."""
+    col, sep, vals = str(text).partition("=")
+    values = [_value_key(v) for v in vals.split(",") if v.strip()]
+    if not sep or not col.strip() or not values:
+        raise UsageError(f"--train-groups {text!r}: expected COLUMN=V1,V2,... (e.g. fitzpatrick=1,2)",
+                         hint="lesionkit split M.parquet --out s.json --train-groups fitzpatrick=1,2")
+    return col.strip(), values
+
+
+def plan_group_holdout(
+    df: pd.DataFrame,
+    column: str,
+    train_values: list[str],
+    n_folds: int = 5,
+    seed: int = 0,
+    group_by: str = "auto",
+    stratify: str | None = "label",
+    allow_leakage: bool = False,
+) -> Splits:
+    """Train on some groups, test on the others (Bevan & Atapour-Abarghouei train on skin types 1–2 and test on
+    3–4 and 5–6): rows whose ``column`` value is in ``train_values`` are split into grouped, stratified folds;
+    every other row with a known value is the test set; rows without a value are left out.
+
+    A patient / lesion group with rows on both sides (e.g. per-image ``fitzpatrick_est`` that differs between
+    images of one patient) would leak, so its test rows are left out too (counted in ``params``).
+    """
+    if column not in df.columns:
+        raise UsageError(f"--train-groups: no column {column!r} in the manifest",
+                         hint="add skin-tone columns with `lesionkit label-skintone` (fitzpatrick_est) or pick a column "
+                              "of the manifest")
+    keys = df[column].map(lambda v: None if pd.isna(v) else _value_key(v))
+    known = keys.notna().to_numpy()
+    in_train = keys.isin(train_values).to_numpy() & known
+    present = sorted(set(keys.dropna()))
+    missing_vals = [v for v in train_values if v not in present]
+    if missing_vals:
+        raise UsageError(f"--train-groups {column}: value(s) {', '.join(missing_vals)} do not occur "
+                         f"(values present: {', '.join(present)})", hint="pick values that occur in the column")
+    if not in_train.any() or in_train.sum() == known.sum():
+        raise UsageError(f"--train-groups {column}={','.join(train_values)} leaves no "
+                         f"{'training' if not in_train.any() else 'test'} rows",
+                         hint=f"values present: {', '.join(present)}")
+    col = resolve_group_column(df, group_by, allow_leakage)
+    test_mask = known & ~in_train
+    straddling = 0
+    if col is not None:
+        g = df[col].astype("string")
+        shared = set(g[in_train].dropna()) & set(g[test_mask].dropna())
+        drop = test_mask & g.isin(shared).fillna(False).to_numpy()
+        straddling = int(drop.sum())
+        if straddling:
+            warn(f"{straddling} test row(s) belong to a {col} that also has training rows; left out of the test set")
+        test_mask &= ~drop
+    ids = df["sample_id"].astype(str).to_numpy()
+    pool = np.flatnonzero(in_train)
+    sub = df.iloc[pool]
+    folds = [{"train": ids[pool[tr]].tolist(), "val": ids[pool[va]].tolist()}
+             for tr, va in _kfold_indices(_strata(sub, stratify), _groups(sub, col), n_folds, seed, col is not None)]
+    test_counts = {str(k): int(v) for k, v in keys[test_mask].value_counts().sort_index().items()}
+    return Splits(folds=folds, test=ids[test_mask].tolist(), method="group-holdout", group_by=col, stratify=stratify,
+                  seed=seed, params={"n_folds": n_folds, "holdout_column": column, "train_values": train_values,
+                                     "test_values": test_counts, "left_out_missing": int((~known).sum()),
+                                     "left_out_straddling": straddling, "group_by_requested": group_by,
+                                     "allow_leakage": allow_leakage})

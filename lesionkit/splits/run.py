@@ -8,7 +8,13 @@ from lesionkit.console import out, warn
 from lesionkit.fsio import check_output
 from lesionkit.manifest.io import provenance_record, read_manifest
 from lesionkit.splits.io import Splits, write_splits
-from lesionkit.splits.plan import plan_from_column, plan_from_file, plan_kfold
+from lesionkit.splits.plan import (
+    parse_group_holdout,
+    plan_from_column,
+    plan_from_file,
+    plan_group_holdout,
+    plan_kfold,
+)
 from lesionkit.splits.report import split_report
 
 
@@ -26,6 +32,7 @@ def run_split(
     split_column: str = "split",
     from_column: str | None = None,
     overwrite: bool = False,
+    train_groups: str | None = None,
 ) -> Splits:
     check_output(out_path, overwrite)
     m = read_manifest(manifest_path)
@@ -36,6 +43,10 @@ def run_split(
     elif from_column is not None:
         splits = plan_from_column(df, from_column)
         splits.stratify = stratify
+    elif train_groups is not None:
+        column, values = parse_group_holdout(train_groups)
+        splits = plan_group_holdout(df, column, values, n_folds=n_folds, seed=seed, group_by=group_by,
+                                    stratify=stratify, allow_leakage=allow_leakage)
     else:
         splits = plan_kfold(df, n_folds=n_folds, seed=seed, group_by=group_by, stratify=stratify,
                             test_frac=test_frac, allow_leakage=allow_leakage)
@@ -45,6 +56,7 @@ def run_split(
     splits.provenance = provenance_record("split", {
         "n_folds": n_folds, "seed": seed, "group_by": group_by, "stratify": stratify, "test_frac": test_frac,
         "allow_leakage": allow_leakage, "from_file": str(from_file) if from_file else None, "from_column": from_column,
+        "train_groups": train_groups,
     })
     print_report(splits)
     write_splits(splits, out_path)

@@ -54,6 +54,21 @@ class TrainConfig:
     meta: list[str] = field(default_factory=list)  # e.g. [age, sex, site]
     meta_hidden: list[int] = field(default_factory=lambda: [256])
     meta_dropout: float = 0.3
+    head: str = "linear"  # linear | soft-attention (Datta et al.: K attention maps over the last feature map)
+    attention_heads: int = 16
+    arch: str = "lesionnet"  # lesionnet | stochastic-split (Reekie: stochastic-window stem + low-resolution branch)
+    split_low_size: int = 224  # stochastic-split: side of the low-resolution branch's input
+    stem_out: int = 112  # stochastic-split: side of the stochastic stem's output (sets the window size)
+    tta: int = 1  # stochastic-split: forward passes averaged at evaluation (stochastic TTA)
+    # debiasing (lesionkit.train.debias)
+    debias: str = "none"  # none | lntl | tabe | clgr
+    bias_col: str = ""  # categorical manifest column to unlearn (fitzpatrick_est, fitzpatrick, ita_category, ...)
+    debias_weight: float | None = None  # λ of the entropy / confusion term (default 0.01 LNTL, 0.03 TABE / CLGR)
+    grl_coef: float | None = None  # gradient reversal coefficient (default -0.1, LNTL / CLGR only)
+    grl_schedule: str = "constant"  # constant | dann (ramp 0 -> grl_coef over training)
+    no_grl: bool = False  # LNTL without the GRL (refused unless force_no_grl: it teaches the encoder the bias)
+    force_no_grl: bool = False
+    lr_aux: float | None = None  # bias head LR (default: lr for LNTL, 10 x lr for TABE / CLGR, as published)
     # data
     aug: str = "light"
     cache: bool = True
@@ -241,6 +256,8 @@ def validate_config(cfg: TrainConfig, world_size: int = 1) -> None:
                 p.append(f"--corruption {cfg.corruption}: give exactly one level for training (e.g. impulse:0.05)")
         except LesionkitError as e:
             p.append(f"--corruption {cfg.corruption}: {e.message}")
+    _validate_model_options(cfg, p)
+    _validate_debias(cfg, p)
     if cfg.small_input and str(cfg.pretrained).lower() != "none":
         p.append("--small-input with --pretrained: the small-input stem replaces the pretrained stem convolution, "
                  "so the weights cannot be loaded as they are; train from scratch or drop --small-input")
@@ -327,6 +344,75 @@ def validate_config(cfg: TrainConfig, world_size: int = 1) -> None:
                          hint="see `lesionkit train --help`")
 
 
+def _validate_model_options(cfg: TrainConfig, p: list[str]) -> None:
+    from lesionkit.models.factory import ARCHS, HEADS
+
+    if cfg.head not in HEADS:
+        p.append(f"--head {cfg.head!r}: expected one of {', '.join(HEADS)}")
+    if cfg.arch not in ARCHS:
+        p.append(f"--arch {cfg.arch!r}: expected one of {', '.join(ARCHS)}")
+    if cfg.attention_heads < 1:
+        p.append(f"--attention-heads {cfg.attention_heads}: must be >= 1")
+    if cfg.tta < 1:
+        p.append(f"--tta {cfg.tta}: must be >= 1 forward pass")
+    if cfg.arch != "stochastic-split":
+        if cfg.tta != 1:
+            p.append("--tta averages the random windows of --arch stochastic-split; other models are deterministic "
+                     "(use `lesionkit evaluate --tta flips8` for flip TTA)")
+        return
+    if cfg.head != "linear":
+        p.append("--arch stochastic-split with --head soft-attention: the split model fuses two pooled feature "
+                 "vectors; use --head linear")
+    if cfg.small_input:
+        p.append("--arch stochastic-split with --small-input: the stochastic stem replaces the stem; drop --small-input")
+    if cfg.split_low_size < 8 or cfg.split_low_size > cfg.img_size:
+        p.append(f"--split-low-size {cfg.split_low_size}: must be in [8, --img-size {cfg.img_size}] (the low-resolution "
+                 "branch sees the image downsized)")
+    if cfg.stem_out < 1:
+        p.append(f"--stem-out {cfg.stem_out}: must be >= 1")
+
+
+def _validate_debias(cfg: TrainConfig, p: list[str]) -> None:
+    from lesionkit.train.debias import GRL_SCHEDULES, METHODS
+
+    if cfg.debias not in METHODS:
+        p.append(f"--debias {cfg.debias!r}: expected one of {', '.join(METHODS)}")
+        return
+    if cfg.debias == "none":
+        given = [f for f, v in (("--bias-col", cfg.bias_col), ("--debias-weight", cfg.debias_weight),
+                                ("--grl-coef", cfg.grl_coef), ("--no-grl", cfg.no_grl), ("--lr-aux", cfg.lr_aux))
+                 if v not in ("", None, False)]
+        if given:
+            p.append(f"{', '.join(given)} only apply with --debias lntl|tabe|clgr")
+        return
+    if not cfg.bias_col:
+        p.append(f"--debias {cfg.debias} needs --bias-col COLUMN (the categorical attribute to unlearn, e.g. "
+                 "fitzpatrick_est from `lesionkit label-skintone`)")
+    if cfg.grl_schedule not in GRL_SCHEDULES:
+        p.append(f"--grl-schedule {cfg.grl_schedule!r}: expected one of {', '.join(GRL_SCHEDULES)}")
+    if cfg.debias_weight is not None and not cfg.debias_weight >= 0:
+        p.append(f"--debias-weight {cfg.debias_weight}: must be >= 0")
+    if cfg.lr_aux is not None and not cfg.lr_aux > 0:
+        p.append(f"--lr-aux {cfg.lr_aux}: must be > 0")
+    if cfg.debias == "tabe":
+        if cfg.grl_coef is not None or cfg.no_grl:
+            p.append("--debias tabe has no gradient reversal layer (its bias head trains on detached features); "
+                     "--grl-coef / --no-grl apply to lntl and clgr (CLGR = TABE + GRL)")
+        return
+    if cfg.no_grl and cfg.debias == "clgr":
+        p.append("--debias clgr --no-grl is TABE: use --debias tabe")
+    if cfg.no_grl and cfg.debias == "lntl" and not cfg.force_no_grl:
+        p.append("--debias lntl --no-grl: without the gradient reversal layer the bias head's classification "
+                 "gradient reaches the encoder unreversed and trains it to PREDICT the bias (the opposite of "
+                 "unlearning it); add --force-no-grl only to reproduce that ablation")
+    if cfg.grl_coef is not None and cfg.grl_coef > 0 and not cfg.force_no_grl:
+        p.append(f"--grl-coef {cfg.grl_coef}: a positive coefficient does not reverse the gradient and trains the "
+                 "encoder to predict the bias; use a negative value (published: -0.1), or --force-no-grl for the "
+                 "ablation")
+    if cfg.no_grl and cfg.grl_coef is not None:
+        p.append("--no-grl and --grl-coef conflict")
+
+
 def resolve_device(device: str, has_cuda: bool | None = None) -> str:
     if device == "auto":
         return "cuda" if (cuda_available() if has_cuda is None else has_cuda) else "cpu"
@@ -350,6 +436,13 @@ def resolve_static(cfg: TrainConfig) -> TrainConfig:
         kw["nesterov"] = cfg.momentum > 0
     if cfg.loss == "focal" and cfg.focal_gamma is None:
         kw["focal_gamma"] = 2.0
+    if cfg.debias != "none":
+        from lesionkit.train.debias import DEFAULT_WEIGHT
+
+        if cfg.debias_weight is None:
+            kw["debias_weight"] = DEFAULT_WEIGHT[cfg.debias]
+        if cfg.grl_coef is None and cfg.debias != "tabe" and not cfg.no_grl:
+            kw["grl_coef"] = -0.1
     if not cfg.cache_size:
         from lesionkit.data.transforms import cache_size_for
 

@@ -51,6 +51,9 @@ from lesionkit.train.config import MONITORS, TrainConfig
 
 HISTORY_COLUMNS = ["epoch", "step", "lr_first", "lr_last", "train_loss", "val_loss", "val_acc", "val_bacc", "val_auc",
                    "time_s", "is_best"]
+#: Extra history columns of a debiased run: the bias head's training loss and accuracy (how readable the bias
+#: is from the features, on the training batches) and the entropy / confusion term.
+DEBIAS_COLUMNS = ["train_aux_loss", "train_adv_loss", "train_bias_acc"]
 
 
 # ------------------------------------------------------------------------------------------------- seeding
@@ -242,6 +245,8 @@ class EngineParts:
     val_sampler: Any = None
     on_check: Callable[[dict[str, Any]], None] | None = None
     extra_ckpt: dict[str, Any] = field(default_factory=dict)
+    debias: Any = None  # lesionkit.train.debias.Debiaser
+    bias_targets: torch.Tensor | None = None  # int64 bias code per training-set index (-1 = unknown)
 
 
 class Trainer:
@@ -272,6 +277,9 @@ class Trainer:
         self.val_loader = make_loader(parts.val_set, sampler=parts.val_sampler, batch_size=self.cfg.eval_batch_size,
                                       num_workers=self.cfg.num_workers, pin_memory=pin)
         self.steps_per_epoch = len(self.batch_sampler)
+        self.history_columns = HISTORY_COLUMNS + (DEBIAS_COLUMNS if parts.debias is not None else [])
+        # debiasing statistics since the last check: aux loss sum, adversarial loss sum, correct, known, batches
+        self.debias_sums = torch.zeros(5, dtype=torch.float64)
 
     # ---------------------------------------------------------------------------------------- steps
     def autocast(self):
@@ -292,8 +300,11 @@ class Trainer:
         p = self.p
         x, y, meta = self._inputs(batch)
         with self.autocast():
-            logits = p.model(x, meta) if meta is not None else p.model(x)
-            loss = p.loss_fn(logits, y)
+            if p.debias is None:
+                logits = p.model(x, meta) if meta is not None else p.model(x)
+                loss = p.loss_fn(logits, y)
+            else:
+                loss = self._debias_loss(batch, x, y, meta)
         p.optimizer.zero_grad(set_to_none=True)
         if p.scaler is not None:
             p.scaler.scale(loss).backward()
@@ -310,6 +321,29 @@ class Trainer:
         p.scheduler.step()
         self.state.step += 1
         return loss.detach()
+
+    def _debias_loss(self, batch: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
+                     meta: torch.Tensor | None) -> torch.Tensor:
+        """Main loss + the debiasing terms (see :mod:`lesionkit.train.debias`); accumulates their statistics."""
+        p = self.p
+        logits, feats = p.model(x, meta, with_features=True) if meta is not None else p.model(x, with_features=True)
+        main = p.loss_fn(logits, y)
+        idx = torch.as_tensor(batch["index"], dtype=torch.int64)
+        bias = p.bias_targets[idx].to(self.device, non_blocking=True)
+        total_steps = max(self.cfg.epochs * self.steps_per_epoch, 1)
+        loss, parts = p.debias.loss(p.net.aux_head, feats, bias, main, self.state.step / total_steps)
+        self.debias_sums += torch.stack([parts["aux_loss"].double().cpu(), parts["adv_loss"].double().cpu(),
+                                         parts["bias_correct"].double().cpu(), parts["bias_n"].double().cpu(),
+                                         torch.ones((), dtype=torch.float64)])
+        return loss
+
+    def _debias_metrics(self) -> dict[str, float | None]:
+        if self.p.debias is None:
+            return {}
+        aux, adv, correct, n, nb = D.all_reduce_sum([float(v) for v in self.debias_sums])
+        self.debias_sums.zero_()
+        return {"train_aux_loss": aux / nb if nb else None, "train_adv_loss": adv / nb if nb else None,
+                "train_bias_acc": correct / n if n else None}
 
     def eval_model(self) -> nn.Module:
         m = self.p.model
@@ -386,14 +420,15 @@ class Trainer:
                      is_best: bool) -> None:
         if not self.main or self.p.run_dir is None:
             return
-        lrs = [g["lr"] for g in self.p.optimizer.param_groups]
+        lrs = self._lrs()
         row = {"epoch": round(epoch, 4), "step": self.state.step, "lr_first": lrs[0], "lr_last": lrs[-1],
                "train_loss": train_loss, **{k: metrics.get(k) for k in ("val_loss", "val_acc", "val_bacc", "val_auc")},
-               "time_s": round(time_s, 3), "is_best": int(is_best)}
+               "time_s": round(time_s, 3), "is_best": int(is_best),
+               **{k: metrics.get(k) for k in self.history_columns if k in DEBIAS_COLUMNS}}
         path = self.p.run_dir / "history.csv"
         new = not path.exists()
         with open(path, "a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=self.history_columns)
             if new:
                 w.writeheader()
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -408,7 +443,7 @@ class Trainer:
         if train_loss is not None and not math.isfinite(train_loss):
             raise LesionkitError(f"training diverged: the training loss is {train_loss} at epoch {epoch_pos:g}",
                                  hint="lower --lr (try `lesionkit lr-find`), add --grad-clip 1.0, or use --amp off")
-        metrics = self.validate()
+        metrics = {**self.validate(), **self._debias_metrics()}
         self.last_metrics = {"epoch": epoch_pos, "train_loss": train_loss, **metrics}
         value = metrics.get(self.cfg.monitor)
         st = self.state
@@ -424,7 +459,8 @@ class Trainer:
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         self._log(f"epoch {epoch_pos:g}/{self.cfg.epochs}: train_loss {fmt(train_loss)} val_loss {fmt(metrics['val_loss'])} "
                   f"acc {fmt(metrics['val_acc'])} bacc {fmt(metrics['val_bacc'])} auc {fmt(metrics['val_auc'])} "
-                  f"lr {self.p.optimizer.param_groups[-1]['lr']:.3g} ({elapsed:.1f}s)"
+                  f"lr {self._lrs()[-1]:.3g} ({elapsed:.1f}s)"
+                  + (f" bias-head acc {fmt(metrics.get('train_bias_acc'))}" if self.p.debias is not None else "")
                   + (f" — new best {self.cfg.monitor} {value:.4f}" if is_best else ""))
         self._history_row(epoch_pos, train_loss, metrics, elapsed, is_best)
         if is_best and self.p.run_dir is not None:
@@ -436,6 +472,11 @@ class Trainer:
         if self.p.on_check is not None and self.main:
             self.p.on_check({"epoch": epoch_pos, "train_loss": train_loss, **metrics, "is_best": is_best})
         return stop
+
+    def _lrs(self) -> list[float]:
+        """Current LRs of the param groups, input → head (the debiasing bias head's group left out)."""
+        groups = self.p.optimizer.param_groups
+        return [g["lr"] for g in groups if g.get("branch") != "aux"] or [g["lr"] for g in groups]
 
     def _log(self, msg: str) -> None:
         if self.main:

@@ -25,7 +25,7 @@ from lesionkit.errors import UsageError
 from lesionkit.models.checkpoint import unwrap_model
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-BRANCHES = ("backbone", "head", "meta")
+BRANCHES = ("backbone", "head", "meta", "aux")
 
 
 def _backbone_groups(backbone: nn.Module) -> list[list[nn.Parameter]]:
@@ -116,6 +116,8 @@ def _branch_of(m: nn.Module) -> dict[int, str]:
         out.update({id(p): "backbone" for p in m.backbone.parameters()})
     if getattr(m, "meta_branch", None) is not None:
         out.update({id(p): "meta" for p in m.meta_branch.parameters()})
+    if getattr(m, "aux_head", None) is not None:  # the debiasing bias head
+        out.update({id(p): "aux" for p in m.aux_head.parameters()})
     return out
 
 
@@ -138,7 +140,8 @@ def build_optimizer(
     biases, norm weights or timm ``no_weight_decay()`` params). momentum/nesterov: SGD only (Nesterov needs
     momentum > 0). lr_ratio: when set, discriminative rates over :func:`layer_groups` — group i gets
     ``discriminative_lrs(1, lr_ratio, L)[i]`` × its branch rate (so the head keeps its rate).
-    branch_lrs: ``{"backbone": x, "head": y, "meta": z}`` per-branch rates; missing keys use ``lr``.
+    branch_lrs: ``{"backbone": x, "head": y, "meta": z, "aux": a}`` per-branch rates (``aux`` = the debiasing
+    bias head); missing keys use ``lr``.
     n_groups: with ``lr_ratio``, the number of layer groups (head included) passed to :func:`layer_groups`
     (None = every timm coarse group + head).
     Each param group carries ``lr``, ``base_lr`` (= initial lr), ``weight_decay``, ``name``, ``branch``,

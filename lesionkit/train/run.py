@@ -224,12 +224,14 @@ def build_data(cfg: TrainConfig, inp: Inputs, mean: list[float], std: list[float
     )
 
 
-def build_net(cfg: TrainConfig, inp: Inputs, meta_dim: int) -> tuple[Any, Any, dict[str, Any]]:
+def build_net(cfg: TrainConfig, inp: Inputs, meta_dim: int, bias_outputs: int = 0) -> tuple[Any, Any, dict[str, Any]]:
     from lesionkit.models.factory import ModelSpec, create_model, data_config
 
     spec = ModelSpec(name=cfg.model, num_outputs=inp.target.num_outputs, img_size=cfg.img_size, meta_dim=meta_dim,
                      meta_hidden=tuple(cfg.meta_hidden), meta_dropout=cfg.meta_dropout, drop_rate=cfg.drop_rate,
-                     small_input=cfg.small_input)
+                     small_input=cfg.small_input, head=cfg.head, attention_heads=cfg.attention_heads, arch=cfg.arch,
+                     split_low_size=cfg.split_low_size, stem_out=cfg.stem_out, tta=cfg.tta,
+                     bias_outputs=bias_outputs)
     net = create_model(spec, None if cfg.pretrained.lower() == "none" else Path(cfg.pretrained))
     from lesionkit.data.transforms import eval_crop_fraction
 
@@ -255,6 +257,10 @@ def make_optimizer(cfg: TrainConfig, net: Any, lr: float) -> torch.optim.Optimiz
 
     branch = {k: v for k, v in (("backbone", cfg.lr_backbone), ("head", cfg.lr_head), ("meta", cfg.lr_meta))
               if v is not None}
+    if cfg.debias != "none" and getattr(net, "aux_head", None) is not None:
+        from lesionkit.train.debias import DEFAULT_AUX_LR_MULT
+
+        branch["aux"] = cfg.lr_aux if cfg.lr_aux is not None else lr * DEFAULT_AUX_LR_MULT[cfg.debias]
     if cfg.lr_ratio is not None and cfg.lr_groups is not None:
         return _regroup(cfg, net, lr)
     return build_optimizer(net, cfg.optimizer, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
@@ -339,8 +345,10 @@ def truncate_history(path: Path, step: int) -> None:
     from lesionkit.fsio import atomic_path
     from lesionkit.train.engine import HISTORY_COLUMNS
 
+    with open(path, newline="", encoding="utf-8") as f:
+        columns = next(csv.reader(f), None) or HISTORY_COLUMNS
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
 
@@ -392,7 +400,12 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                 raise UsageError(f"--resume: the run used {ckpt['extra'].get('world_size')} process(es), this one "
                                  f"{dist.world_size}", hint="resume with the same torchrun --nproc_per_node")
         device = torch.device(dist.device)
-        spec, net, dcfg = build_net(cfg, inp, meta_dim_of(cfg, inp))
+        bias = None
+        if cfg.debias != "none":
+            from lesionkit.train.debias import encode_bias
+
+            bias = encode_bias(inp.manifest.df, cfg.bias_col, inp.train_rows)
+        spec, net, dcfg = build_net(cfg, inp, meta_dim_of(cfg, inp), len(bias.classes) if bias else 0)
         data = build_data(cfg, inp, dcfg["mean"], dcfg["std"])
         net.to(device)
         if cfg.channels_last:
@@ -445,6 +458,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         ckpt_info = {"spec": spec, "classes": inp.target.classes, "target": inp.target.to_dict(), "data_cfg": dcfg,
                      "meta_encoder": data.meta_encoder.to_dict() if data.meta_encoder is not None else None,
                      "config": resolved}
+        debiaser, bias_train, debias_record = _debias_parts(cfg, bias, inp)
         record = {
             "kind": RUN_KIND, "status": "running", "command": sys.argv, "versions": _versions(),
             "device": dist.device, "world_size": dist.world_size, "backend": dist.backend,
@@ -457,7 +471,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
             "class_counts_val": np.bincount(data.y_val, minlength=n_cls).tolist(),
             "lr": lr, "lr_find": lr_info, "steps_per_epoch": spe, "resumed_from": resumed_from,
             "model": {"name": cfg.model, "params": int(sum(p.numel() for p in net.parameters())),
-                      "meta_dim": spec.meta_dim},
+                      "meta_dim": spec.meta_dim, "arch": spec.arch, "head": spec.head},
+            "debias": debias_record,
         }
         if dist.is_main:
             if not cfg.resume and run_dir.exists() and cfg.overwrite:
@@ -491,7 +506,9 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         parts = EngineParts(cfg=cfg, model=model, net=net, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
                             train_set=data.train_set, train_sampler=data.train_sampler, val_set=data.val_set,
                             val_sampler=data.val_sampler, val_targets=data.y_val, binary=inp.target.kind == "binary",
-                            ckpt_info=ckpt_info, run_dir=run_dir if dist.is_main else None, scaler=scaler)
+                            ckpt_info=ckpt_info, run_dir=run_dir if dist.is_main else None, scaler=scaler,
+                            debias=debiaser, bias_targets=bias_train,
+                            extra_ckpt={"bias": debias_record} if debias_record else {})
         trainer = Trainer(parts, state)
         state = trainer.fit()
         D.barrier()
@@ -527,6 +544,31 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         raise
     finally:
         D.cleanup()
+
+
+def _debias_parts(cfg: TrainConfig, bias: Any, inp: Inputs) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The :class:`~lesionkit.train.debias.Debiaser`, the bias codes of the training rows (indexed like the training
+    dataset) and the run.json / checkpoint record of the bias attribute; (None, None, None) without --debias."""
+    if bias is None:
+        return None, None, None
+    from lesionkit.train.debias import Debiaser, bias_class_weights
+
+    codes = bias.codes[inp.train_rows]
+    cw = bias_class_weights(codes, len(bias.classes))
+    deb = Debiaser(cfg.debias, cfg.debias_weight if cfg.debias_weight is not None else 0.0,
+                   cfg.grl_coef if cfg.grl_coef is not None else 0.0, cfg.grl_schedule, cw,
+                   use_grl=not cfg.no_grl)
+    known = codes[codes >= 0]
+    counts = {c: int((known == k).sum()) for k, c in enumerate(bias.classes)}
+    record = {**bias.to_dict(), "method": cfg.debias, "train_counts": counts, "train_missing": int((codes < 0).sum()),
+              "class_weights": [round(float(w), 6) for w in cw], "weight": deb.weight,
+              "grl_coef": deb.grl_coef if deb.use_grl else None, "grl_schedule": cfg.grl_schedule}
+    if D.is_main():
+        missing = record["train_missing"]
+        info(f"--debias {cfg.debias}: bias head on {bias.column} ("
+             + ", ".join(f"{c}: {n}" for c, n in counts.items())
+             + (f"; {missing} unknown, ignored by the bias head" if missing else "") + ")")
+    return deb, torch.from_numpy(codes), record
 
 
 def _fmt(v: float | None) -> str:
