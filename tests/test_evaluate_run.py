@@ -177,6 +177,14 @@ def test_tta_ensembles_and_snapshots(data, runner):
     mean = np.mean([_reference_probs(a, ids, data["manifest"], f"snapshot_cycle{k}.pt") for k in (1, 2)], axis=0)
     np.testing.assert_allclose(ps[["prob_benign", "prob_malignant"]].to_numpy(), mean, atol=1e-5)
     assert len(_no_nan(a / "eval" / "test-snapshots-none" / "metrics.json")["inputs"]["checkpoints"]) == 2
+    # the last K snapshots only
+    r = invoke(runner, "evaluate", str(a), "--checkpoint", "snapshots:1", *common, *fixed)
+    assert r.exit_code == 0, r.output
+    p1 = pd.read_parquet(a / "eval" / "test-snapshots1-none" / "predictions.parquet")
+    ref1 = _reference_probs(a, p1["sample_id"].tolist(), data["manifest"], "snapshot_cycle2.pt")
+    np.testing.assert_allclose(p1[["prob_benign", "prob_malignant"]].to_numpy(), ref1, atol=1e-5)
+    r = invoke(runner, "evaluate", str(a), "--checkpoint", "snapshots:3", *common, *fixed)
+    assert r.exit_code != 0 and "only 2 snapshot" in r.output
 
     for method in ("mean", "rank"):
         r = invoke(runner, "evaluate", str(a), "--ensemble", str(b), "--ensemble-method", method, *common,

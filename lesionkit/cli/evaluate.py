@@ -7,7 +7,7 @@ import typer
 
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `lesionkit train` (RUN/checkpoints, RUN/config.yaml)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best | last | snapshots (SGDR snapshot ensemble) | PATH of a .pt file."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best | last | snapshots (SGDR snapshot ensemble) | snapshots:K (the last K snapshots) | PATH of a .pt file."),
     manifest: Path = typer.Option(None, "--manifest", help="Manifest (default: the one the run was trained on)."),
     splits: Path = typer.Option(None, "--splits", help="splits.json (default: the run's)."),
     split: str = typer.Option("test", "--split", help="test | val (the run's validation fold)."),

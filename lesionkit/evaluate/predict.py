@@ -153,8 +153,20 @@ class Member:
                 "best_metric": c.get("best_metric"), "model": c.get("model_spec", {}).get("name")}
 
 
+def _snapshot_count(which: str) -> int | None:
+    """``snapshots`` → None (all); ``snapshots:K`` → K (the last K cycles)."""
+    if which == "snapshots":
+        return None
+    k = which.split(":", 1)[1]
+    if not k.isdigit() or int(k) < 1:
+        raise UsageError(f"--checkpoint {which}: expected snapshots:K with K >= 1 (the last K SGDR snapshots)",
+                         hint="e.g. --checkpoint snapshots:2")
+    return int(k)
+
+
 def resolve_checkpoints(run_dir: Path, which: str) -> list[tuple[Path, str]]:
-    """Checkpoint files of ``run_dir`` for ``--checkpoint`` (``best`` | ``last`` | ``snapshots`` | a file path)."""
+    """Checkpoint files of ``run_dir`` for ``--checkpoint`` (``best`` | ``last`` | ``snapshots`` (every SGDR
+    cycle-end snapshot) | ``snapshots:K`` (the last K: the first cycles' snapshots are short-trained) | a file)."""
     ck = Path(run_dir) / "checkpoints"
     if which in ("best", "last"):
         p = ck / f"{which}.pt"
@@ -164,12 +176,16 @@ def resolve_checkpoints(run_dir: Path, which: str) -> list[tuple[Path, str]]:
                              hint="train the run with `lesionkit train` or pick --checkpoint "
                                   + ("last" if which == "best" else "best"))
         return [(p, which)]
-    if which == "snapshots":
+    if which == "snapshots" or which.startswith("snapshots:"):
+        last = _snapshot_count(which)
         snaps = sorted(ck.glob("snapshot_cycle*.pt"), key=lambda q: int("".join(ch for ch in q.stem if ch.isdigit()) or 0))
         if not snaps:
             raise InputError(f"{ck} has no snapshot_cycle*.pt checkpoints",
                              hint="snapshots are written at the end of SGDR cycles: `lesionkit train ... --schedule sgdr`")
-        return [(p, "snapshot") for p in snaps]
+        if last is not None and last > len(snaps):
+            raise UsageError(f"--checkpoint {which}: the run has only {len(snaps)} snapshot(s)",
+                             hint=f"pass --checkpoint snapshots:{len(snaps)} or fewer")
+        return [(p, "snapshot") for p in (snaps[-last:] if last else snaps)]
     p = Path(which)
     if not p.is_file():
         raise UsageError(f"--checkpoint {which!r}: not best/last/snapshots and not a file",

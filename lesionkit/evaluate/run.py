@@ -46,7 +46,7 @@ class EvalConfig:
     """Every ``lesionkit evaluate`` option (see the CLI help for meanings)."""
 
     run: Path
-    checkpoint: str = "best"  # best | last | snapshots | PATH
+    checkpoint: str = "best"  # best | last | snapshots | snapshots:K | PATH
     manifest: Path | None = None  # default: the manifest the run was trained on
     splits: Path | None = None  # default: the run's splits file
     split: str = "test"  # test | val (ignored with ids)
@@ -80,7 +80,8 @@ class EvalConfig:
 def default_tag(cfg: EvalConfig) -> str:
     """``<split|ids-stem>-<checkpoint>-<tta>`` (+ ``-ens<N><method>`` for run ensembles)."""
     split = f"ids-{cfg.ids.stem}" if cfg.ids is not None else cfg.split
-    ck = cfg.checkpoint if cfg.checkpoint in ("best", "last", "snapshots") else Path(cfg.checkpoint).stem
+    ck = (cfg.checkpoint.replace(":", "") if cfg.checkpoint in ("best", "last", "snapshots")
+          or cfg.checkpoint.startswith("snapshots:") else Path(cfg.checkpoint).stem)
     tag = f"{split}-{ck}-{cfg.tta}"
     if cfg.ensemble:
         tag += f"-ens{len(cfg.ensemble) + 1}{cfg.ensemble_method}"

@@ -3,7 +3,8 @@
 Default: the module named by the last entry of timm's ``feature_info`` (``layer4`` for ResNets, ``stages.3`` for
 ConvNeXt, ``blocks.6`` for EfficientNet-B0, ``features.norm5`` for DenseNet, ``blocks.11`` for ViT-Ti), i.e. the
 deepest feature map, at the model's coarsest stride. For a :class:`~lesionkit.models.factory.LesionNet` the name
-is prefixed with ``backbone.``. Models without ``feature_info`` fall back to the last module whose output is a
+is prefixed with ``backbone.`` (``backbone.lo.`` for the stochastic split model: its low-resolution branch is the
+one whose maps are in image coordinates). Models without ``feature_info`` fall back to the last module whose output is a
 spatial map.
 
 A *valid* target layer is a module whose output is a spatial map: ``[B, C, h, w]`` (CNNs) or a token sequence
@@ -27,6 +28,11 @@ __all__ = ["default_target_layer", "get_module", "resolve_target_layer", "spatia
 def _backbone(model: nn.Module) -> tuple[nn.Module, str]:
     """The timm network inside ``model`` and the prefix of its module names (``"backbone."`` for a LesionNet)."""
     bb = getattr(model, "backbone", None)
+    lo = getattr(bb, "lo", None)
+    if isinstance(lo, nn.Module) and hasattr(lo, "feature_info"):
+        # stochastic split model: only the low-resolution branch's maps are in image coordinates (each stem
+        # channel of the high-resolution branch sees its own random window)
+        return lo, "backbone.lo."
     if isinstance(bb, nn.Module) and hasattr(bb, "feature_info"):
         return bb, "backbone."
     return model, ""

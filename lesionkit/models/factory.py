@@ -372,7 +372,11 @@ def create_model(spec: ModelSpec, pretrained: Path | str | None = None) -> Lesio
     the backbone, or None/"none" for random initialisation (the head and metadata branch are always fresh)."""
     model = LesionNet(spec)
     if pretrained is not None and str(pretrained).lower() != "none":
-        load_pretrained_backbone(model.backbone, Path(pretrained), spec.name, spec.in_chans)
+        if spec.arch == "stochastic-split":  # the same ImageNet weights for both branches (the stem keeps its keys)
+            for branch in (model.backbone.hi, model.backbone.lo):
+                load_pretrained_backbone(branch, Path(pretrained), spec.name, spec.in_chans)
+        else:
+            load_pretrained_backbone(model.backbone, Path(pretrained), spec.name, spec.in_chans)
     return model
 
 
