@@ -123,8 +123,8 @@ def main() -> None:
         return stochastic_conv(x, conv.weight, conv.bias, top, left, size, 2, 3, method=method)
 
     stems: dict[str, Callable[[], torch.Tensor]] = {
-        "stochastic: one gather + one grouped conv": lambda: batched("grouped"),
-        "stochastic: one gather + a conv per output channel": lambda: batched("per-channel"),
+        "stochastic: one gather + one grouped conv (CUDA default)": lambda: batched("grouped"),
+        "stochastic: per output channel, gather + conv (CPU default)": lambda: batched("per-channel"),
     }
     if not args.skip_loop:
         stems["per-channel loop, shared windows (reference)"] = lambda: loop_stem_shared(x, conv, size)

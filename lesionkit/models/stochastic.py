@@ -135,8 +135,8 @@ def stochastic_conv(x: Tensor, weight: Tensor, bias: Tensor | None, top: Tensor,
     On CPU the windows are laid out channels-last, which oneDNN runs faster than the contiguous layout for this many
     small groups (forward + backward about 1.7x at batch 8, 1024² → 112², one thread).
 
-    ``method``: ``grouped`` (the above), ``per-channel`` (the same gather, then one ordinary convolution per output
-    channel over the whole batch: C_out calls instead of one; oneDNN's grouped kernel with 1 output per group is
+    ``method``: ``grouped`` (the above), ``per-channel`` (for each output channel, gather its B windows and run one
+    ordinary convolution over the whole batch: C_out calls instead of one, and 1/C_out of the window memory; oneDNN's grouped kernel with 1 output per group is
     2–3x slower than that on CPU, see benchmarks/bench_stochastic.py), or ``auto`` = grouped on CUDA, per-channel
     elsewhere. Both give the same result (tested)."""
     batch, c_in = x.shape[:2]
@@ -149,11 +149,12 @@ def stochastic_conv(x: Tensor, weight: Tensor, bias: Tensor | None, top: Tensor,
         raise ValueError(f"method must be auto, grouped or per-channel, got {method!r}")
     if method == "auto":
         method = "grouped" if x.device.type == "cuda" else "per-channel"
-    windows = gather_windows(x, top, left, size).reshape(batch, c_out * c_in, size, size)
-    if method == "per-channel":
-        outs = [F.conv2d(windows[:, c * c_in:(c + 1) * c_in], weight[c:c + 1], None if bias is None else bias[c:c + 1],
-                         stride=stride, padding=padding, dilation=dilation) for c in range(c_out)]
+    if method == "per-channel":  # gathered channel by channel: peak memory 1/C_out of the grouped route
+        outs = [F.conv2d(gather_windows(x, top[:, c:c + 1], left[:, c:c + 1], size)[:, 0], weight[c:c + 1],
+                         None if bias is None else bias[c:c + 1], stride=stride, padding=padding, dilation=dilation)
+                for c in range(c_out)]
         return torch.cat(outs, dim=1)
+    windows = gather_windows(x, top, left, size).reshape(batch, c_out * c_in, size, size)
     if x.device.type == "cpu":
         windows = windows.contiguous(memory_format=torch.channels_last)
     return F.conv2d(windows, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=c_out)
