@@ -89,8 +89,10 @@ def _grads(net: nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("method", ["lntl", "tabe", "clgr"])
 def test_each_loss_reaches_only_the_parameters_the_method_assigns(method):
     """Reference: each term's gradient computed on its own with plain autograd, then combined by hand."""
-    x, y, b = torch.randn(10, 5), torch.randint(0, 2, (10,)).float(), torch.tensor([0, 1, 2, -1, 0, 1, 2, 0, 1, 2])
+    # imbalanced bias classes (6, 2 and 1 rows: unequal weights) and one unknown row
+    x, y, b = torch.randn(10, 5), torch.randint(0, 2, (10,)).float(), torch.tensor([0, 0, 0, -1, 0, 1, 2, 0, 1, 0])
     cw = bias_class_weights(b.numpy(), 3)
+    assert len(set(cw.tolist())) == 3  # unequal class weights: the weighting is exercised
     lam, coef = 0.5, -0.3
     net = _Net()
     deb = Debiaser(method, lam, coef, "constant", cw)

@@ -179,8 +179,8 @@ class Debiaser:
         cw = None if self.class_weights is None else self.class_weights.to(logits.device)
         known = bias >= 0
         if bool(known.any()):
-            aux = F.cross_entropy(logits, bias.clamp_min(0), weight=cw, reduction="none")
-            wt = (cw[bias.clamp_min(0)] if cw is not None else torch.ones_like(aux)) * known
+            aux = F.cross_entropy(logits, bias.clamp_min(0), reduction="none")
+            wt = (cw[bias.clamp_min(0)] if cw is not None else torch.ones_like(aux)) * known  # = CE(weight=cw) mean
             aux = (aux * wt).sum() / wt.sum().clamp_min(1e-12)
         else:
             aux = logits.sum() * 0.0
