@@ -184,7 +184,8 @@ def test_engine_trains_with_clgr_and_records_the_bias_head(synth):
                       model="test_resnet", img_size=32, epochs=2, batch_size=16, num_workers=0, lr=3e-3, device="cpu",
                       cache_dir=str(synth["root"] / "cache"), run_dir=str(run), progress=False, debias="clgr",
                       bias_col="fitzpatrick", eval_every="half")
-    rec = run_train(cfg)
+    assert run_train(cfg.replace(stop_after=1))["status"] == "stopped"
+    rec = run_train(cfg.replace(resume=True))  # the bias head, its LR group and the GRL resume with the rest
     assert rec["status"] == "finished"
     assert rec["debias"]["column"] == "fitzpatrick" and rec["debias"]["grl_coef"] == -0.1
     k = len(rec["debias"]["classes"])

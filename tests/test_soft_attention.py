@@ -306,3 +306,14 @@ def test_trained_attention_sits_on_the_planted_square() -> None:
     assert r["mass_init"] < 1.5 * r["share"]  # untrained maps are close to uniform ...
     assert r["mass"] > 5 * r["share"]  # ... trained ones put most of their mass on the square
     assert r["mass"] > 0.4
+
+
+def test_soft_attention_on_a_token_model_is_a_clear_usage_error():
+    import pytest
+
+    from lesionkit.errors import UsageError
+    from lesionkit.models.factory import ModelSpec, create_model
+
+    model = create_model(ModelSpec("test_vit", 2, 32, head="soft-attention", attention_heads=2))
+    with pytest.raises(UsageError, match="needs a CNN feature map"):
+        model(torch.zeros(1, 3, 32, 32))

@@ -266,6 +266,10 @@ class LesionNet(nn.Module):
         """Fused features [B, feature_dim + meta_out] (image features, then metadata features)."""
         f = self.backbone(x)
         if self.pool is not None:
+            if f.ndim != 4:
+                raise UsageError(f"--head soft-attention needs a CNN feature map [B, C, h, w]; timm model "
+                                 f"{self.spec.name!r} gives shape {tuple(f.shape)}",
+                                 hint="use --head linear with this model, or a CNN (resnet, efficientnet, convnext)")
             f = self.pool(f)
         if self.meta_branch is not None:
             if meta is None or meta.ndim != 2 or meta.shape[1] != self.spec.meta_dim:
