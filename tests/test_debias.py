@@ -259,9 +259,9 @@ def _train_planted(method: str, weight: float, coef: float, seed: int = 0, steps
 
 
 def test_planted_bias_the_bias_head_can_no_longer_read_it_while_the_task_learns():
-    """Control: TABE with weight 0 is a bias head trained on detached features (no debiasing at all). With the
-    published settings, each method drives its bias head to chance (1/3) or below on held-out images, while the
-    main task is still learned. A linear probe fitted afresh on the debiased features still reads the mark (printed, not
+    """Control: TABE with weight 0 is a bias head trained on detached features (no debiasing at all). Each
+    method drives its bias head to chance (1/3) or below on held-out images, while the main task is still
+    learned. A linear probe fitted afresh on the debiased features still reads the mark (printed, not
     asserted): adversarial unlearning hides the bias from its adversary, it does not erase it from the features
     (Elazar & Goldberg 2018) — per-group evaluation remains the test that matters."""
     threads = torch.get_num_threads()
@@ -275,7 +275,9 @@ def test_planted_bias_the_bias_head_can_no_longer_read_it_while_the_task_learns(
 def _check_planted() -> None:
     base_acc, base_head, base_probe = _train_planted("tabe", 0.0, 0.0)
     assert base_acc >= 0.9 and base_head >= 0.55, (base_acc, base_head)
-    for method, weight, coef in (("lntl", 0.01, -0.1), ("tabe", 0.03, 0.0), ("clgr", 0.03, -0.1)):
+    # LNTL at its published weight; the confusion weight at 0.3 (the published 0.03 is too weak to act within
+    # these 120 steps: TABE's bias head then stayed at 0.48 against 0.65 for the control)
+    for method, weight, coef in (("lntl", 0.01, -0.1), ("tabe", 0.3, 0.0), ("clgr", 0.3, -0.1)):
         acc, head, probe = _train_planted(method, weight, coef)
         print(f"{method}: main acc {acc:.3f}, bias head {head:.3f} (control {base_head:.3f}), "
               f"fresh probe {probe:.3f} (control {base_probe:.3f})")
