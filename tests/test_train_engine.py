@@ -79,7 +79,9 @@ def _history(run: Path) -> list[dict[str, str]]:
 def test_learns_synthetic_malignant(synth):
     from lesionkit.train.run import run_train
 
-    cfg = _cfg(synth, "learn", model="resnet10t", epochs=10, img_size=32, aug="light", lr=3e-3, schedule="cosine")
+    # 12 epochs: with 10, seed 0 reached 0.898 after a fresh install (opencv-python-headless 5.1.0.95,
+    # numpy 2.4.6), seeds 1 and 2 0.946 / 0.924; 12 epochs give 0.936
+    cfg = _cfg(synth, "learn", model="resnet10t", epochs=12, img_size=32, aug="light", lr=3e-3, schedule="cosine")
     rec = run_train(cfg)
     assert rec["status"] == "finished"
     assert rec["best"]["value"] > 0.9, rec["best"]
@@ -87,7 +89,7 @@ def test_learns_synthetic_malignant(synth):
     hist = _history(run)
     assert list(hist[0]) == ["epoch", "step", "lr_first", "lr_last", "train_loss", "val_loss", "val_acc", "val_bacc",
                              "val_auc", "time_s", "is_best"]
-    assert len(hist) == 10 and [int(float(r["epoch"])) for r in hist] == list(range(1, 11))
+    assert len(hist) == 12 and [int(float(r["epoch"])) for r in hist] == list(range(1, 13))
     # best.pt evaluated independently reproduces the best AUC in history
     from sklearn.metrics import roc_auc_score
 
