@@ -218,7 +218,7 @@ def _timm_backbone(spec: ModelSpec, img_size: int | None = None, global_pool: st
         ) from e
 
 
-def _feature_dim(backbone: nn.Module) -> int:
+def feature_dim(backbone: nn.Module) -> int:
     """Length of the pooled feature vector ``backbone(x)`` returns with ``num_classes=0``."""
     dim = getattr(backbone, "head_hidden_size", None) or getattr(backbone, "num_features", None)
     if not dim:
@@ -243,10 +243,10 @@ class LesionNet(nn.Module):
         if spec.head == "soft-attention":
             from lesionkit.models.attention import SoftAttentionPool
 
-            self.pool = SoftAttentionPool(_feature_dim(self.backbone), heads=spec.attention_heads)
+            self.pool = SoftAttentionPool(feature_dim(self.backbone), heads=spec.attention_heads)
             self.feature_dim = int(self.pool.out_dim)
         else:
-            self.feature_dim = _feature_dim(self.backbone)
+            self.feature_dim = feature_dim(self.backbone)
         meta_out = 0
         self.meta_branch: nn.Sequential | None = None
         if spec.meta_dim > 0:

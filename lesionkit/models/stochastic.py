@@ -239,13 +239,6 @@ def install_stochastic_stem(backbone: nn.Module, name: str, out_size: int) -> st
     return path
 
 
-def _num_features(backbone: nn.Module) -> int:
-    dim = getattr(backbone, "head_hidden_size", None) or getattr(backbone, "num_features", None)
-    if not dim:
-        raise UsageError(f"cannot tell the feature size of {type(backbone).__name__} (no num_features)")
-    return int(dim)
-
-
 class StochasticSplitFeatures(nn.Module):
     """Full stochastic split feature extractor: ``cat([hi(x), lo(resize(x, low_size))], 1)``.
 
@@ -273,7 +266,9 @@ class StochasticSplitFeatures(nn.Module):
         self.tta = int(tta)
         self.eval_seed = int(eval_seed)
         self.stem_path = install_stochastic_stem(hi, name, stem_out)
-        self.num_features = _num_features(hi) + _num_features(lo)
+        from lesionkit.models.factory import feature_dim  # factory imports this module lazily
+
+        self.num_features = feature_dim(hi) + feature_dim(lo)
         self.pretrained_cfg = dict(getattr(hi, "pretrained_cfg", None) or {})
 
     @property
