@@ -285,3 +285,16 @@ def _check_planted() -> None:
         # near chance (1/3) and well below the control; not bounded below: the GRL can push the adversary
         # to systematically WRONG answers (CLGR, seed 1: 0.005), the bias then being encoded the other way round
         assert head <= min(0.5, base_head - 0.2), (method, head, base_head)
+
+
+def test_a_batch_without_known_bias_values_trains_the_main_task_only():
+    net = _Net()
+    x, y = torch.randn(4, 5), torch.ones(4)
+    f = net.enc(x)
+    main = F.binary_cross_entropy_with_logits(net.head(f)[:, 0], y)
+    total, parts = Debiaser("clgr", 0.0, -0.1, "constant", torch.ones(3)).loss(net.aux_head, f, torch.full((4,), -1),
+                                                                             main, 0.5)
+    assert float(parts["aux_loss"]) == 0.0 and float(parts["bias_n"]) == 0
+    assert float(total.detach()) == pytest.approx(float(main.detach()))
+    g = _grads(net, total)
+    assert float(g["aux_head.weight"].abs().sum()) == 0.0

@@ -178,12 +178,10 @@ class Debiaser:
         logits = aux_head(routed).float()
         cw = None if self.class_weights is None else self.class_weights.to(logits.device)
         known = bias >= 0
-        if bool(known.any()):
-            aux = F.cross_entropy(logits, bias.clamp_min(0), reduction="none")
-            wt = (cw[bias.clamp_min(0)] if cw is not None else torch.ones_like(aux)) * known  # = CE(weight=cw) mean
-            aux = (aux * wt).sum() / wt.sum().clamp_min(1e-12)
-        else:
-            aux = logits.sum() * 0.0
+        aux = F.cross_entropy(logits, bias.clamp_min(0), reduction="none")
+        # the class-weighted mean over the rows with a known bias (= cross_entropy(weight=cw)); 0 when none is known
+        wt = (cw[bias.clamp_min(0)] if cw is not None else torch.ones_like(aux)) * known
+        aux = (aux * wt).sum() / wt.sum().clamp_min(1e-12)
         total = main_loss + self.weight * adv + aux
         with torch.no_grad():
             correct = ((logits.argmax(1) == bias) & known).sum()
