@@ -298,3 +298,13 @@ def test_a_batch_without_known_bias_values_trains_the_main_task_only():
     assert float(total.detach()) == pytest.approx(float(main.detach()))
     g = _grads(net, total)
     assert float(g["aux_head.weight"].abs().sum()) == 0.0
+
+
+def test_runaway_grl_warning():
+    from lesionkit.train.debias import runaway_warning
+
+    assert runaway_warning(1.2, 6, "clgr") is None  # near chance (log 6 = 1.79)
+    assert runaway_warning(None, 6, "clgr") is None
+    msg = runaway_warning(18.4, 6, "clgr")
+    assert msg and "overpowering" in msg and "--grl-schedule dann" in msg
+    assert runaway_warning(18.4, 6, "tabe") is None  # no GRL: a high loss is the head's own problem

@@ -146,6 +146,19 @@ def _label(v: Any) -> str:
     return str(v)
 
 
+def runaway_warning(aux_loss: float | None, n_classes: int, method: str) -> str | None:
+    """A warning when the bias head's mean training loss is far above chance (``log K``): with a GRL the encoder
+    maximises that unbounded cross-entropy and can win outright — the bias head's answers turn systematically
+    wrong (the bias is still encoded, flipped) and the main task degrades. Observed on HAM10000 with CLGR at AdamW
+    2e-3 (loss 8 → 34 over 4 epochs, main AUC 0.92 → 0.78). None when the loss is below ``2·log K + 1``."""
+    if aux_loss is None or method == "tabe" or not aux_loss > 2.0 * math.log(n_classes) + 1.0:
+        return None
+    return (f"the bias head's training loss is {aux_loss:.2f} (chance: {math.log(n_classes):.2f}): the gradient "
+            "reversal is overpowering the bias head, which now answers systematically wrong, and the main task "
+            "usually degrades; use a smaller --grl-coef magnitude or --grl-schedule dann, a lower --lr, or "
+            "--debias tabe (no GRL)")
+
+
 class Debiaser:
     """The debiasing losses of one method; :meth:`loss` is called by the training step."""
 

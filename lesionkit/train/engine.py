@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lesionkit.console import info, settings, track
+from lesionkit.console import info, settings, track, warn
 from lesionkit.errors import LesionkitError
 from lesionkit.train import distributed as D
 from lesionkit.train.config import MONITORS, TrainConfig
@@ -340,10 +340,16 @@ class Trainer:
     def _debias_metrics(self) -> dict[str, float | None]:
         if self.p.debias is None:
             return {}
+        from lesionkit.train.debias import runaway_warning
+
         aux, adv, correct, n, nb = D.all_reduce_sum([float(v) for v in self.debias_sums])
         self.debias_sums.zero_()
-        return {"train_aux_loss": aux / nb if nb else None, "train_adv_loss": adv / nb if nb else None,
-                "train_bias_acc": correct / n if n else None}
+        out = {"train_aux_loss": aux / nb if nb else None, "train_adv_loss": adv / nb if nb else None,
+               "train_bias_acc": correct / n if n else None}
+        msg = runaway_warning(out["train_aux_loss"], self.p.net.spec.bias_outputs, self.p.debias.method)
+        if msg and self.main:
+            warn(msg)
+        return out
 
     def eval_model(self) -> nn.Module:
         m = self.p.model
