@@ -279,7 +279,7 @@ class Trainer:
         self.steps_per_epoch = len(self.batch_sampler)
         self.history_columns = HISTORY_COLUMNS + (DEBIAS_COLUMNS if parts.debias is not None else [])
         # debiasing statistics since the last check: aux loss sum, adversarial loss sum, correct, known, batches
-        self.debias_sums = torch.zeros(5, dtype=torch.float64)
+        self.debias_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
 
     # ---------------------------------------------------------------------------------------- steps
     def autocast(self):
@@ -332,9 +332,10 @@ class Trainer:
         bias = p.bias_targets[idx].to(self.device, non_blocking=True)
         total_steps = max(self.cfg.epochs * self.steps_per_epoch, 1)
         loss, parts = p.debias.loss(p.net.aux_head, feats, bias, main, self.state.step / total_steps)
-        self.debias_sums += torch.stack([parts["aux_loss"].double().cpu(), parts["adv_loss"].double().cpu(),
-                                         parts["bias_correct"].double().cpu(), parts["bias_n"].double().cpu(),
-                                         torch.ones((), dtype=torch.float64)])
+        # accumulated on the device: no host synchronisation per step
+        self.debias_sums += torch.stack([parts["aux_loss"].double(), parts["adv_loss"].double(),
+                                         parts["bias_correct"].double(), parts["bias_n"].double(),
+                                         torch.ones((), dtype=torch.float64, device=self.device)])
         return loss
 
     def _debias_metrics(self) -> dict[str, float | None]:
@@ -342,7 +343,7 @@ class Trainer:
             return {}
         from lesionkit.train.debias import runaway_warning
 
-        aux, adv, correct, n, nb = D.all_reduce_sum([float(v) for v in self.debias_sums])
+        aux, adv, correct, n, nb = D.all_reduce_sum(self.debias_sums.tolist())
         self.debias_sums.zero_()
         out = {"train_aux_loss": aux / nb if nb else None, "train_adv_loss": adv / nb if nb else None,
                "train_bias_acc": correct / n if n else None}
