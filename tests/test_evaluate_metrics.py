@@ -295,5 +295,14 @@ def test_derived_groups():
                                                     "75+", "75+"]
     assert derive_group(df, "hair").tolist()[:3] == ["no hair", "hair", "missing"]
     assert derive_group(df, "fitzpatrick").tolist()[:4] == ["I", "II", "missing", "III"]
+    assert derive_group(df, "fitzpatrick_group").tolist() == ["I-II", "I-II", "missing", "III-IV", "III-IV", "V-VI",
+                                                              "V-VI", "I-II", "I-II"]
+    est = pd.DataFrame({"fitzpatrick_est": [2.0, np.nan, 6.0, -1.0], "roman": ["II", "VI", "x", None]})
+    assert derive_group(est, "fitzpatrick_est_group").tolist() == ["I-II", "missing", "V-VI", "missing"]
+    from lesionkit.evaluate.groups import _coarse_type, group_order
+
+    assert [_coarse_type(v) for v in est["roman"]] == ["I-II", "V-VI", "missing", "missing"]
+    assert group_order("fitzpatrick_group", ["V-VI", "missing", "I-II", "III-IV"]) == ["I-II", "III-IV", "V-VI",
+                                                                                       "missing"]
     with pytest.raises(KeyError):
         derive_group(df, "ink")

@@ -18,7 +18,7 @@ def evaluate(
     threshold: str = typer.Option("youden", "--threshold", help="Binary decision threshold chosen on VALIDATION predictions: youden | gmean | sensitivity:0.9 | fixed:0.5."),
     positive: str = typer.Option("auto", "--positive", help="Binary target of a multi-class model: auto (malignant diagnoses: mel, bcc, akiec, scc...) | none | CLASS[,CLASS]."),
     pauc_min_tpr: float = typer.Option(0.8, "--pauc-min-tpr", help="Partial AUC above this TPR (ISIC 2024: 0.8, max 0.2)."),
-    group_by: str = typer.Option("auto", "--group-by", help="Comma-separated groups: fitzpatrick_est,fitzpatrick,ita_category,sex,age_bin,anatom_site,hair,ink (auto: those present) | none."),
+    group_by: str = typer.Option("auto", "--group-by", help="Comma-separated groups: fitzpatrick_est,fitzpatrick,ita_category,sex,age_bin,anatom_site,hair,ink (auto: those present), fitzpatrick_group / fitzpatrick_est_group (I-II, III-IV, V-VI) | none."),
     min_group_size: int = typer.Option(10, "--min-group-size", help="Groups smaller than this are reported but left out of gaps / fairness differences."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for 95% CIs (patients / lesions resampled when the manifest has them); 0 = no CIs."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),

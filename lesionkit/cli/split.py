@@ -25,7 +25,7 @@ def split(
 
     Example: lesionkit split work/ham.parquet --out work/ham_splits.json --folds 5 --test-frac 0.2 --seed 0
 
-    Skin-type hold-out (train on I-II, test on III-VI; per-type AUC from `lesionkit evaluate --group-by fitzpatrick`):
+    Skin-type hold-out (train on I-II, test on III-VI; per-group AUC from `lesionkit evaluate --group-by fitzpatrick_group`):
     lesionkit split work/f17k.parquet --out work/f17k_types12.json --train-groups fitzpatrick=1,2
     """
     from lesionkit.errors import UsageError
