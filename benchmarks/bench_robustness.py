@@ -4,8 +4,9 @@ Both paths run the same loop (:func:`lesionkit.robustness.sweep.predict`): ``uin
 [corruption, batched, on the device] → evaluation transform → model (eval, bf16 autocast on CUDA) → probabilities.
 Images: ``--n`` synthetic images rendered at ``--size`` px, held in memory (the sweep reads a memory-mapped cache;
 reading is not what is measured). Model: ``--model`` (timm name, random init). Each configuration is timed
-``--repeats`` times after one warm-up batch; the median is reported. Numbers on the 2-core CPU machines vary
-±15 % between runs.
+``--repeats`` times after one warm-up batch, alternating with a plain pass (so machine drift hits both alike);
+the ratio is median plain time / median corrupted time. Single numbers on the 2-core CPU machines vary ±15 %
+between runs; the paired ratio much less.
 
 Run: ``.venv/bin/python benchmarks/bench_robustness.py [--device cuda] [--model resnet50] [--size 224] [--n 512]``
 Prints JSON, then a markdown table.
@@ -56,23 +57,32 @@ def main() -> None:
     if not cuda:
         torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    def timed(spec=None, level=None) -> float:
-        warm = EvalData(images=imgs[: a.batch_size], ids=data.ids[: a.batch_size], y=data.y[: a.batch_size],
-                        classes=data.classes, binary=False)
-        predict(net, warm, pipe, device=a.device, batch_size=a.batch_size, corruption=spec, level=level, amp=cuda)
-        ts = []
-        for _ in range(a.repeats):
-            _, t = predict(net, data, pipe, device=a.device, batch_size=a.batch_size, corruption=spec, level=level,
-                           amp=cuda)
-            ts.append(t)
-        return a.n / statistics.median(ts)
+    warm = EvalData(images=imgs[: a.batch_size], ids=data.ids[: a.batch_size], y=data.y[: a.batch_size],
+                    classes=data.classes, binary=False)
 
-    plain = timed()
+    def once(spec=None, level=None) -> float:
+        _, t = predict(net, data, pipe, device=a.device, batch_size=a.batch_size, corruption=spec, level=level,
+                       amp=cuda)
+        return t
+
+    def paired(spec, level) -> tuple[float, float]:
+        """Median seconds of plain and corrupted passes, alternated so machine drift hits both alike."""
+        predict(net, warm, pipe, device=a.device, batch_size=a.batch_size, corruption=spec, level=level, amp=cuda)
+        tp, tc = [], []
+        for _ in range(a.repeats):
+            tp.append(once())
+            tc.append(once(spec, level))
+        return statistics.median(tp), statistics.median(tc)
+
+    predict(net, warm, pipe, device=a.device, batch_size=a.batch_size, amp=cuda)
+    plain_all = [once() for _ in range(a.repeats)]
+    plain = a.n / statistics.median(plain_all)
     rows = [{"corruption": "none (plain inference)", "images_per_s": round(plain, 1), "ratio": 1.0}]
     for text in a.corruptions.split(","):
         spec = parse_corruption(text)
-        ips = timed(spec, spec.levels[0])
-        rows.append({"corruption": str(spec), "images_per_s": round(ips, 1), "ratio": round(ips / plain, 3)})
+        tp, tc = paired(spec, spec.levels[0])
+        rows.append({"corruption": str(spec), "images_per_s": round(a.n / tc, 1),
+                     "plain_images_per_s": round(a.n / tp, 1), "ratio": round(tp / tc, 3)})
     dev = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()}, " \
                                                      f"{torch.get_num_threads()} threads)"
     res = {"device": dev, "model": a.model, "size": a.size, "n": a.n, "batch_size": a.batch_size,
@@ -80,10 +90,11 @@ def main() -> None:
            "min_ratio": min(r["ratio"] for r in rows[1:])}
     print(json.dumps(res, indent=2))
     print(f"\n{a.model} at {a.size}px, batch {a.batch_size}, {a.n} images, {dev}\n")
-    print("| corruption | img/s | vs plain |")
-    print("|---|---|---|")
+    print("| corruption | img/s | plain img/s (paired) | vs plain |")
+    print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['corruption']} | {r['images_per_s']} | {100 * r['ratio']:.0f}% |")
+        print(f"| {r['corruption']} | {r['images_per_s']} | {r.get('plain_images_per_s', '')} | "
+              f"{100 * r['ratio']:.0f}% |")
 
 
 if __name__ == "__main__":

@@ -267,3 +267,50 @@ def test_parse_and_errors() -> None:
         apply_numpy(np.zeros((20, 20, 3), np.uint8), "gaussian_blur", 4, seed=0, sample_id="x")
     with pytest.raises(UsageError, match="unknown parameter"):
         parse_corruption("impulse(angle=3):0.1")
+
+
+def _lowbias32_reference(x: int) -> int:
+    """The published lowbias32 mixer in plain Python integers (the reference for the vectorised hashes)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_counter_hash_matches_python_reference() -> None:
+    from lesionkit.robustness.corruptions import _hash_np, _hash_torch, _signed32
+
+    k1, k2 = 0xDEADBEEF, 0x9E3779B9
+    counters = np.array([0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1], dtype=np.uint32)
+    ref = [_lowbias32_reference(_lowbias32_reference(int(c) ^ k1) ^ k2) for c in counters]
+    assert _hash_np(counters, k1, k2).tolist() == ref
+    t = torch.from_numpy(counters.view(np.int32).copy())[None, :]
+    key = lambda k: torch.tensor([[_signed32(k)]], dtype=torch.int32)  # noqa: E731
+    got = _hash_torch(t, key(k1), key(k2))[0].numpy().view(np.uint32)
+    assert got.tolist() == ref
+
+
+def test_gaussian_noise_parity_odd_value_count() -> None:
+    # 37 x 41 x 3 values is odd: the last 16-bit draw uses only the low half of the last hash
+    img = _mid_grey_image(37, 41, seed=2)
+    ref = apply_numpy(img, "gaussian_noise", 0.1, seed=1, sample_id="odd")
+    got = apply_batch(_t([img]), "gaussian_noise", 0.1, seed=1, sample_ids=["odd"])
+    assert np.array_equal(got.permute(0, 2, 3, 1).numpy()[0], ref)
+    # the three channels of a pixel get different draws (values are counted channel by channel)
+    flat = np.full((37, 41, 3), 128, np.uint8)
+    out = apply_numpy(flat, "gaussian_noise", 0.1, seed=1, sample_id="odd").astype(int)
+    assert (out[..., 0] != out[..., 1]).mean() > 0.9
+
+
+@pytest.mark.parametrize("side", [3, 7, 11, 13])
+def test_cpu_blur_paths_equal_integer_tap_loop(side: int) -> None:
+    # sides <= 11 run through cv2.filter2D, 13 through the depthwise convolution: both must equal the integer loop
+    from lesionkit.robustness.corruptions import _filter_np, _filter_torch
+
+    rng = np.random.default_rng(side)
+    qk = quantise_kernel(rng.random((side, side)) ** 3)  # asymmetric: a flipped (convolution) kernel would differ
+    imgs = [_mid_grey_image(31, 45, seed=s) for s in range(2)]
+    got = _filter_torch(_t(imgs).float(), qk).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for g, im in zip(got, imgs):
+        assert np.array_equal(g, _filter_np(im, qk))
