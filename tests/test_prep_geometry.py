@@ -315,3 +315,18 @@ def test_ham10000_dice_against_official_masks(real_data: Path):
         flagged += detect_fov(img).found
     assert np.mean(ds) > 0.82 and np.median(ds) > 0.85, (np.mean(ds), np.median(ds))
     assert flagged <= 8
+
+
+def test_fill_holes_matches_scipy() -> None:
+    from scipy import ndimage as ndi
+
+    from lesionkit.prep.geometry import fill_holes
+
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        m = rng.random((h, w)) < rng.uniform(0.2, 0.8)
+        if i % 3 == 0:  # rings with holes, touching the border or not
+            m = np.zeros((h, w), bool)
+            cv2.circle(m.view(np.uint8), (int(rng.integers(w)), int(rng.integers(h))), int(rng.integers(2, 15)), 1, 2)
+        assert np.array_equal(fill_holes(m), ndi.binary_fill_holes(m)), i

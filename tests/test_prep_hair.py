@@ -307,31 +307,77 @@ def test_real_ham10000_hair_and_lesions(real_data):
         assert db.mask[les].mean() > 0.1, i
 
 
-def test_weighted_uniform_mixture_quantile_matches_dense_evaluation():
-    """The O(n log n) CDF integration equals evaluating the mixture CDF at every interval end."""
-    from lesionkit.prep.hair import _quantile_pw_uniform
+def test_histogram_median_and_mad_match_bisection_on_the_mixture_cdf():
+    """Median and MAD of integer values spread uniformly over [v - 0.5, v + 0.5]: the closed form equals a
+    brute-force bisection on the mixture's CDF and on the CDF of |x - median|."""
+    from lesionkit.prep.hair import _hist_median_mad
 
-    def dense(a, b, w, target):
-        keep = (w > 0) & (b > a)
-        a, b, w = a[keep], b[keep], w[keep]
-        xs = np.unique(np.concatenate([a, b]))
-        cdf = (w[None, :] * np.clip((xs[:, None] - a[None, :]) / (b - a)[None, :], 0, 1)).sum(1)
-        return float(np.interp(target, cdf, xs))
+    def cdf(hist, x):
+        v = np.arange(256)
+        return float((hist * np.clip(x - (v - 0.5), 0.0, 1.0)).sum())
+
+    def bisect(f, target, lo, hi):
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+        return (lo + hi) / 2
 
     rng = np.random.default_rng(0)
-    checked = 0
-    for _ in range(200):
-        n = int(rng.integers(1, 300))
-        a = np.round(rng.normal(0, 20, n)) / rng.choice([1, 2])
-        b = a + rng.choice([0.0, 0.5, 1.0, 3.0], n)
-        w = rng.random(n) * (rng.random(n) > 0.2) * 100
-        ok = (w > 0) & (b > a)
-        if not ok.any():
-            continue
-        t = float(rng.random() * w[ok].sum())
-        assert _quantile_pw_uniform(a, b, w, t) == pytest.approx(dense(a, b, w, t), abs=1e-7)
-        checked += 1
-    assert checked > 150
-    # a single uniform on [0, 10] with weight 4: the median (target 2) is 5
-    assert _quantile_pw_uniform(np.array([0.0]), np.array([10.0]), np.array([4.0]), 2.0) == pytest.approx(5.0)
+    for case in range(120):
+        hist = np.zeros(256)
+        kind = case % 4
+        if kind == 0:  # skewed, like a top-hat response
+            vals = np.clip(np.rint(rng.exponential(rng.uniform(0.5, 6), 3000)), 0, 255).astype(int)
+        elif kind == 1:  # sparse: a few separated bins (flat CDF stretches)
+            vals = rng.choice(rng.choice(256, 5, replace=False), 40)
+        elif kind == 2:  # one bin
+            vals = np.full(10, int(rng.integers(256)))
+        else:
+            vals = np.clip(np.rint(rng.normal(100, 20, 500)), 0, 255).astype(int)
+        np.add.at(hist, vals, rng.uniform(0.5, 2.0, vals.size))  # non-integer weights too
+        n = hist.sum()
+        med, mad = _hist_median_mad(hist)
+        ref_med = bisect(lambda x: cdf(hist, x), 0.5 * n, -1.0, 257.0)
+        g = lambda d: cdf(hist, ref_med + d) - cdf(hist, ref_med - d)  # noqa: E731
+        ref_mad = bisect(g, 0.5 * n, 0.0, 260.0)
+        if kind != 1:  # with gaps the median may be any point of a flat stretch; compare where it is unique
+            assert med == pytest.approx(ref_med, abs=1e-7)
+            assert mad == pytest.approx(ref_mad, abs=1e-7)
+        assert cdf(hist, med) == pytest.approx(0.5 * n, rel=1e-9)  # always a median
+    # one uniform bin at v = 10: median 10, |x - 10| uniform on [0, 0.5] -> MAD 0.25
+    h = np.zeros(256)
+    h[10] = 4.0
+    assert _hist_median_mad(h) == pytest.approx((10.0, 0.25))
+    assert all(np.isnan(_hist_median_mad(np.zeros(256))))
 
+
+@pytest.mark.parametrize("pool", [1, 2, 3])
+def test_line_support_in_boxes_equals_whole_image(pool: int) -> None:
+    """The line-support test restricted to component boxes gives exactly the whole-image result inside them."""
+    from lesionkit.prep.hair import _line_support
+
+    rng = np.random.default_rng(pool)
+    for trial in range(8):
+        h, w = int(rng.integers(60, 140)), int(rng.integers(60, 140))
+        cand = rng.random((h, w)) < 0.08  # speckle
+        for _ in range(int(rng.integers(2, 9))):  # strands and blobs
+            p0 = (int(rng.integers(w)), int(rng.integers(h)))
+            p1 = (int(rng.integers(w)), int(rng.integers(h)))
+            cv2.line(cand.view(np.uint8), p0, p1, 1, int(rng.integers(1, 3)))
+            cv2.circle(cand.view(np.uint8), p1, int(rng.integers(1, 6)), 1, -1)
+        n, _lab, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=8)
+        pick = rng.choice(np.arange(1, n), size=min(n - 1, 4), replace=False)
+        boxes = [(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh, _ in stats[pick]]
+        length = int(rng.choice([5, 9, 11]))
+        full = _line_support(cand, length, pool)
+        part = _line_support(cand, length, pool, boxes)
+        inside = np.zeros((h, w), bool)
+        for x0, y0, x1, y1 in boxes:
+            inside[y0:y1, x0:x1] = True
+        assert np.array_equal(part[inside], full[inside]), trial
+        grid = np.zeros((h, w), bool)  # the boxes rounded out to the pooling grid
+        for x0, y0, x1, y1 in boxes:
+            grid[y0 // pool * pool:-(-y1 // pool) * pool, x0 // pool * pool:-(-x1 // pool) * pool] = True
+        assert not (part & ~full).any()  # never more than the whole-image test
+        if not np.array_equal(part, full):  # crops were used: nothing outside them
+            assert not part[~grid].any()

@@ -11,7 +11,7 @@ def label_skintone(
     method: str = typer.Option("mask", "--method", "-m", help="mask (default: healthy-skin mask + robust median) | kmeans | patch-median | bevan (published recipe, atan2)."),
     thresholds: str = typer.Option("kinyanjui", "--thresholds", "-t", help="kinyanjui | groh-empirical | del-bino | five decreasing ITA edges, e.g. 55,41,28,19,10."),
     image_col: str = typer.Option("image_path", "--image-col", help="Path column to read (default: the original images, before gamma / colour constancy)."),
-    work_side: int = typer.Option(128, "--work-side", help="Short side (px) images are reduced to before measuring (not for bevan: 256x256)."),
+    work_side: int = typer.Option(64, "--work-side", help="Short side (px) images are reduced to before measuring (default 64; not for bevan: 256x256)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     plot: Path = typer.Option(None, "--plot", help="Also write the estimated skin-tone distribution as a PNG."),
     limit: int = typer.Option(None, "--limit", help="Only the first N rows (for trying settings)."),

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
 
 __all__ = [
     "CHANNELS", "Box", "FovResult", "LesionSegmentation", "center_crop_square", "crop", "detect_fov", "fov_crop_box",
@@ -131,6 +131,26 @@ def _work(img: np.ndarray) -> tuple[np.ndarray, float]:
     if s >= 1.0:
         return img, 1.0
     return area_resize(img, (max(1, round(w * s)), max(1, round(h * s)))), s
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` (background 4-connected) with one OpenCV flood fill: the background
+    reachable from outside the image is flooded on a 1-px padded copy, and everything it does not reach is
+    foreground. 5-10x faster on working-size masks."""
+    h, w = mask.shape
+    pad = np.zeros((h + 2, w + 2), np.uint8)
+    pad[1:-1, 1:-1] = mask.astype(bool)
+    cv2.floodFill(pad, None, (0, 0), 2, flags=4)
+    return pad[1:-1, 1:-1] != 2
+
+
+@lru_cache(maxsize=32)
+def _centre_weight(h: int, w: int) -> np.ndarray:
+    """``exp(-1.5 * r**2)`` with ``r`` the normalised distance of each pixel centre to the image centre (read-only)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.exp(-1.5 * (((xx + 0.5 - w / 2) / (w / 2)) ** 2 + ((yy + 0.5 - h / 2) / (h / 2)) ** 2))
+    out.setflags(write=False)
+    return out
 
 
 def _mask_bbox(mask: np.ndarray) -> Box | None:
@@ -261,7 +281,7 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     n, lab, stats, _ = cv2.connectedComponentsWithStats(inside.astype(np.uint8), connectivity=4)
     if n <= 1:
         return FovResult(full_true, None, False, None, "no illuminated region", dark_frac=dark_frac)
-    inside = ndi.binary_fill_holes(lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
+    inside = fill_holes(lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
     # ellipse through the inner boundary (points on the image edge are not part of the FOV border)
     er = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
     bnd = inside & ~er.astype(bool)
@@ -475,20 +495,19 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
     se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2))
     m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, se)
     m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, se)
-    m = ndi.binary_fill_holes(m)
+    m = fill_holes(m)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
     if n <= 1:
         return LesionSegmentation(empty, False, "no region darker than the skin", channel, t)
-    yy, xx = np.mgrid[0:h, 0:w]
-    weight = np.exp(-1.5 * (((xx + 0.5 - w / 2) / (w / 2)) ** 2 + ((yy + 0.5 - h / 2) / (h / 2)) ** 2))
-    score = ndi.sum_labels(weight, lab, index=np.arange(1, n))
+    flat = lab.ravel()
+    score = np.bincount(flat, _centre_weight(h, w).ravel(), n)[1:]
     x, y, bw, bh = (stats[1:, i] for i in range(4))
     touch = (x == 0).astype(int) + (y == 0) + (x + bw == w) + (y + bh == h)
     score = score * 0.5 ** touch
     if not fov.all():  # a region along the rim of the field is vignetting: halve per quarter of the rim it covers
         rim = fov & ~cv2.erode(fov.astype(np.uint8), np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT,
                                borderValue=1).astype(bool)
-        score = score * 0.5 ** (4 * ndi.sum_labels(rim, lab, index=np.arange(1, n)) / max(1, int(rim.sum())))
+        score = score * 0.5 ** (4 * np.bincount(flat, rim.ravel(), n)[1:] / max(1, int(rim.sum())))
     best = 1 + int(np.argmax(score))
     sm = lab == best
     rest = fov & ~sm

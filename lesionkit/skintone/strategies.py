@@ -36,8 +36,12 @@ common in HAM10000), every method but ``bevan`` reports ``skintone_error`` "colo
 90°; ``bevan`` keeps the published behaviour (with ``atan2`` such a patch reads "very light").
 
 Working resolution: except for ``bevan`` (256x256 by definition) images are processed with their short side
-reduced to ``work_side`` pixels (DCT-scaled JPEG decoding, then ``INTER_AREA``): skin colour is a
-low-frequency property and the detectors cost grows with the pixel count.
+reduced to ``work_side`` pixels (DCT-scaled JPEG decoding, then area averaging): skin colour is a
+low-frequency property and the detectors cost grows with the pixel count. The default, 64 px, agrees with 128 px
+to a median 0.17-0.23° ITA (90th percentile 1.3°, the same Kinyanjui type for 98 % of images) on 600 HAM10000
+and 600 ISIC 2017 images, is as accurate on the synthetic benchmark (``benchmarks/bench_skintone.py``) and costs
+about 3.7 ms instead of 8.7 ms per image (one core), which keeps labelling at ~90 % of the decoding rate of
+camera-size JPEGs.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ class SkinToneConfig:
     """
 
     method: str = DEFAULT_METHOD
-    work_side: int = 128
+    work_side: int = 64
     min_skin_frac: float = 0.03
     min_skin_pixels: int = 100
     trim_k: float = 2.5
@@ -97,7 +101,7 @@ class SkinToneConfig:
         if self.method not in METHODS:
             raise UsageError(f"--method {self.method!r} is not valid", hint=f"valid: {', '.join(METHODS)}")
         if not 32 <= self.work_side <= 1024:
-            raise UsageError(f"--work-side must be in [32, 1024] (got {self.work_side})", hint="default 128")
+            raise UsageError(f"--work-side must be in [32, 1024] (got {self.work_side})", hint="default 64")
         if not 0.0 < self.min_skin_frac < 1.0:
             raise UsageError(f"min_skin_frac must be in (0, 1) (got {self.min_skin_frac})")
         if self.trim_k <= 0:
@@ -129,12 +133,23 @@ class SkinToneResult:
 
 
 def to_work(img: np.ndarray, work_side: int) -> np.ndarray:
-    """Downscale (``INTER_AREA``) so the short side is ``work_side`` px; smaller images are returned unchanged."""
+    """Downscale (area averaging) so the short side is ``work_side`` px; smaller images are returned unchanged.
+
+    OpenCV's ``INTER_AREA`` is fast only for integer ratios, so a ratio ``r >= 2`` first averages ``floor(r)`` x
+    ``floor(r)`` blocks (the last ``< floor(r)`` rows / columns are dropped) and then applies ``INTER_AREA`` for
+    the remaining ratio below 2: 2-3x faster (0.4 vs 0.9 ms for 750x500 -> 96x64), the same box average to
+    within a fraction of an output pixel's position, which a skin colour does not see.
+    """
     h, w = img.shape[:2]
     s = work_side / min(h, w)
     if s >= 1.0:
         return img
-    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    f = int(min(w / size[0], h / size[1]))
+    if f >= 2:
+        hh, ww = h // f * f, w // f * f
+        img = cv2.resize(img[:hh, :ww], (ww // f, hh // f), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def _fail(reason: str, **kw: Any) -> SkinToneResult:
@@ -200,6 +215,17 @@ def lightest_mode(L: np.ndarray, min_share: float = 0.2, bin_width: float = 1.0,
     return lo + bounds[j] * bin_width, lo + bounds[j + 1] * bin_width
 
 
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a non-empty 1-D array without its generic overhead (one partial sort; the two middle
+    values averaged in float64 for even sizes)."""
+    n = x.size
+    k = n // 2
+    if n % 2:
+        return float(np.partition(x, k)[k])
+    p = np.partition(x, (k - 1, k))
+    return (float(p[k - 1]) + float(p[k])) / 2.0
+
+
 def robust_colour(L: np.ndarray, b: np.ndarray, k: float = 2.5, iters: int = 6,
                   floor: tuple[float, float] = (0.75, 0.5), start: np.ndarray | None = None
                   ) -> tuple[float, float, np.ndarray]:
@@ -209,18 +235,17 @@ def robust_colour(L: np.ndarray, b: np.ndarray, k: float = 2.5, iters: int = 6,
     mode (:func:`lightest_mode`); the window then moves to the nearest mode of the whole distribution.
     Returns ``(median L*, median b*, kept mask)``. Inputs: 1-D float arrays of equal length (non-empty)."""
     keep = np.ones(L.shape, bool) if start is None or not start.any() else start
-    mL, mb = float(np.median(L[keep])), float(np.median(b[keep]))
     for _ in range(iters):
         Lk, bk = L[keep], b[keep]
-        mL, mb = float(np.median(Lk)), float(np.median(bk))
-        sL = max(1.4826 * float(np.median(np.abs(Lk - mL))), floor[0])
-        sb = max(1.4826 * float(np.median(np.abs(bk - mb))), floor[1])
+        mL, mb = _median(Lk), _median(bk)
+        sL = max(1.4826 * _median(np.abs(Lk - mL)), floor[0])
+        sb = max(1.4826 * _median(np.abs(bk - mb)), floor[1])
         new = (np.abs(L - mL) <= k * sL) & (np.abs(b - mb) <= k * sb)
         if not new.any() or np.array_equal(new, keep):
             break
         keep = new
     if keep.any():
-        mL, mb = float(np.median(L[keep])), float(np.median(b[keep]))
+        mL, mb = _median(L[keep]), _median(b[keep])
     return mL, mb, keep
 
 
