@@ -330,3 +330,33 @@ def test_fill_holes_matches_scipy() -> None:
             m = np.zeros((h, w), bool)
             cv2.circle(m.view(np.uint8), (int(rng.integers(w)), int(rng.integers(h))), int(rng.integers(2, 15)), 1, 2)
         assert np.array_equal(fill_holes(m), ndi.binary_fill_holes(m)), i
+
+
+def test_order_stats_median_and_otsu_fast_paths() -> None:
+    from lesionkit.prep.geometry import _otsu
+    from lesionkit.prep.order_stats import median
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 11, 1000, 1001):
+        for dt in (np.float32, np.float64, np.uint8):
+            x = (rng.random(n) * 255).astype(dt)
+            assert median(x) == pytest.approx(float(np.median(x)), rel=1e-6, abs=1e-4)
+    with pytest.raises(ValueError):
+        median(np.zeros(0))
+    from lesionkit.prep.order_stats import percentile_linear
+
+    for n in (1, 2, 7, 100, 1001):
+        x = rng.random(n).astype(np.float32) * 255
+        for q in (0.0, 12.5, 50.0, 75.0, 80.0, 100.0):
+            assert percentile_linear(x, q) == pytest.approx(float(np.percentile(x, q)), rel=1e-6, abs=1e-4)
+    # Otsu's threshold from the bincount path equals the np.histogram definition
+    for _ in range(20):
+        v = np.concatenate([rng.normal(rng.uniform(30, 90), 12, 800), rng.normal(rng.uniform(140, 220), 15, 600)])
+        v = np.clip(v, 0, 255).astype(np.float32)
+        hist, edges = np.histogram(v, bins=256, range=(0.0, 256.0))
+        w0 = np.cumsum(hist.astype(np.float64))
+        m0 = np.cumsum(hist * (edges[:-1] + 0.5))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            between = (m0[-1] * w0 / w0[-1] - m0) ** 2 / (w0 * (w0[-1] - w0))
+        between[~np.isfinite(between)] = -1
+        assert _otsu(v) == float(edges[int(np.argmax(between)) + 1])

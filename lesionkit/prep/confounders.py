@@ -69,6 +69,7 @@ import numpy as np
 import scipy.fft
 
 from lesionkit.errors import InputError, UsageError
+from lesionkit.prep.order_stats import median
 
 INPAINT_METHODS: tuple[str, ...] = ("mishra", "telea", "ns")
 CONFOUNDER_KINDS: tuple[str, ...] = ("ink", "ruler")
@@ -245,8 +246,8 @@ def detect_ink(img: np.ndarray, fov_mask: np.ndarray | None = None, lesion_mask:
         bg = (L > 15.0) & (L < 97.0)
     if not bg.any():
         return np.zeros((H, W), bool)
-    ref_a = float(np.median(a[bg]))
-    ref_b = float(np.median(b[bg]))
+    ref_a = median(a[bg])
+    ref_b = median(b[bg])
     chroma = np.hypot(a, b)
     dev = np.maximum(ref_b - b, ref_a - a)
     hue_ok = _ink_hue(a, b) & (L >= p.min_L)

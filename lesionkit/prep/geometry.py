@@ -36,6 +36,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from lesionkit.prep.order_stats import median, percentile_linear
+
 __all__ = [
     "CHANNELS", "Box", "FovResult", "LesionSegmentation", "center_crop_square", "crop", "detect_fov", "fov_crop_box",
     "lesion_crop_box", "area_resize", "resize_to", "scale_box", "segment_lesion",
@@ -145,6 +147,15 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
+def _central_ellipse(h: int, w: int) -> np.ndarray:
+    """Pixels whose centre lies in the central ellipse ``(x/(w/2))**2 + (y/(h/2))**2 <= 0.35`` (read-only)."""
+    yy, xx = np.ogrid[0:h, 0:w]
+    out = ((xx + 0.5 - w / 2) / (w / 2)) ** 2 + ((yy + 0.5 - h / 2) / (h / 2)) ** 2 <= 0.35
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=32)
 def _centre_weight(h: int, w: int) -> np.ndarray:
     """``exp(-1.5 * r**2)`` with ``r`` the normalised distance of each pixel centre to the image centre (read-only)."""
     yy, xx = np.mgrid[0:h, 0:w]
@@ -247,9 +258,7 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     chans = cv2.split(f) if f.ndim == 3 else [f, f, f]  # per-channel max / min with OpenCV: numpy's reduction over a length-3 axis is ~10x slower
     v = cv2.max(cv2.max(chans[0], chans[1]), chans[2])
     chroma = v - cv2.min(cv2.min(chans[0], chans[1]), chans[2])
-    yy, xx = np.ogrid[0:h, 0:w]
-    ell = ((xx + 0.5 - w / 2) / (w / 2)) ** 2 + ((yy + 0.5 - h / 2) / (h / 2)) ** 2
-    ref = float(np.percentile(v[ell <= 0.35], 75))
+    ref = percentile_linear(v[_central_ellipse(h, w)], 75.0)
     if ref < 20:
         return FovResult(full_true, None, False, None, f"image centre too dark to judge (brightness {ref:.0f})")
     thr = dark_ratio * ref
@@ -397,9 +406,13 @@ class LesionSegmentation:
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold of float values in [0, 255] (256-bin histogram)."""
-    hist, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
-    hist = hist.astype(np.float64)
-    centers = (edges[:-1] + edges[1:]) / 2
+    v = np.asarray(values)
+    if v.size and float(v.min()) >= 0.0 and float(v.max()) < 256.0:  # 1-wide bins from 0: bin = floor(value)
+        hist = np.bincount(v.astype(np.int64).ravel(), minlength=256).astype(np.float64)
+    else:
+        hist = np.histogram(v, bins=256, range=(0.0, 256.0))[0].astype(np.float64)
+    edges = np.arange(257, dtype=np.float64)
+    centers = edges[:-1] + 0.5
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
     m0 = np.cumsum(hist * centers)
@@ -511,7 +524,7 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
     best = 1 + int(np.argmax(score))
     sm = lab == best
     rest = fov & ~sm
-    contrast = float(np.median(c[rest]) - np.median(c[sm])) if rest.any() else 0.0
+    contrast = median(c[rest]) - median(c[sm]) if rest.any() else 0.0
     if contrast < min_contrast:  # Otsu split skin texture or an illumination gradient, not a lesion
         return LesionSegmentation(empty, False, f"no region clearly darker than the skin (contrast {contrast:.1f} < "
                                   f"{min_contrast:g} {channel} levels)", channel, t, float(sm.mean()), contrast)

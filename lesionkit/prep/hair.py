@@ -322,20 +322,27 @@ def _hist_median_mad(hist: np.ndarray) -> tuple[float, float]:
 def _small_holes(cand: np.ndarray, hole_area: float, pool: int = 1) -> np.ndarray:
     """Small holes of ``cand``: 4-connected regions of non-candidates that do not reach the image border and have
     at most ``hole_area`` pixels (the cells of a pigment network or of its light negative). With ``pool > 1``
-    found on ``cand`` max-pooled by ``pool`` (``hole_area`` stays in full-size pixels) and mapped back."""
+    found on ``cand`` max-pooled by ``pool`` (``hole_area`` stays in full-size pixels) and mapped back.
+
+    The enclosed background is found with one flood fill from the border (:func:`geometry.fill_holes`), and only
+    it is labelled: cheaper than labelling the whole background."""
     import cv2
+
+    from lesionkit.prep.geometry import fill_holes
 
     c8 = cand.view(np.uint8)
     h, w = c8.shape
     if pool > 1:
         c8 = cv2.dilate(c8, np.ones((pool, pool), np.uint8), anchor=(0, 0))[::pool, ::pool]
         hole_area /= pool * pool
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - c8, connectivity=4)
-    ph, pw = c8.shape
-    x0, y0, bw, bh, area = (stats[:, i] for i in range(5))
-    small = (area <= hole_area) & (x0 > 0) & (y0 > 0) & (x0 + bw < pw) & (y0 + bh < ph)
-    small[0] = False  # label 0 = the candidates themselves
-    holes = small[labels]
+    enclosed = fill_holes(c8) & (c8 == 0)
+    holes = np.zeros(c8.shape, bool)
+    idx = np.flatnonzero(enclosed)
+    if idx.size:
+        n, labels = cv2.connectedComponents(enclosed.view(np.uint8), connectivity=4)
+        lab = labels.ravel()[idx]
+        small = np.bincount(lab, minlength=n) <= hole_area
+        holes.ravel()[idx] = small[lab]
     if pool > 1:
         holes = np.repeat(np.repeat(holes, pool, axis=0), pool, axis=1)[:h, :w]
     return holes & ~cand
@@ -350,7 +357,7 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
 
     The line-support test, the costliest step, runs only around the components that still need it (those that
     passed every other filter and are not accepted by elongation): :func:`_line_support` restricted to their
-    bounding boxes, which gives the same pixels there as the whole-image test."""
+    bounding boxes, which gives the same pixels there as the whole-image test. Returns a new mask."""
     import cv2
 
     use_line = line is not None and min_support > 0
@@ -358,16 +365,16 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
         return cand
     with_holes = holes is not None and max_mesh < 1.0 and holes.any()
     # a hole is enclosed by one 8-connected component: labelling cand | holes gives each hole its component
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (cand | holes).view(np.uint8) if with_holes else cand.view(np.uint8), connectivity=8)
+    n, labels = cv2.connectedComponents((cand | holes).view(np.uint8) if with_holes else cand.view(np.uint8),
+                                        connectivity=8)
     idx = np.flatnonzero(cand)
     lab = labels.ravel()[idx]
     area = np.bincount(lab, minlength=n).astype(np.float64)
     keep = area >= max(min_area, 1.0)
     keep[0] = False
     elong = None
+    ys, xs = np.divmod(idx, cand.shape[1])
     if min_elong > 0 or accept_elong > 0:
-        ys, xs = np.divmod(idx, cand.shape[1])
         xf, yf = xs.astype(np.float64), ys.astype(np.float64)
         a = np.maximum(area, 1.0)
         mx = np.bincount(lab, xf, n) / a
@@ -385,11 +392,25 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
     if use_line:
         need = keep & ~(elong >= accept_elong) if accept_elong > 0 else keep.copy()
         if need.any():
-            boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[need]]
+            boxes = _boxes(lab, xs, ys, np.flatnonzero(need))
             support = _line_support(cand, line[0], line[1], boxes)
             ok = np.bincount(lab, support.ravel()[idx].astype(np.float64), n) >= min_support * area
             keep &= ok | ~need
-    return keep[labels] & cand
+    out = np.zeros(cand.shape, bool)
+    out.ravel()[idx] = keep[lab]
+    return out
+
+
+def _boxes(lab: np.ndarray, xs: np.ndarray, ys: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes ``(x0, y0, x1, y1)`` (end exclusive) of the pixels (``xs``, ``ys``) labelled ``labels``."""
+    sel = np.isin(lab, labels)
+    lab, xs, ys = lab[sel], xs[sel], ys[sel]
+    order = np.argsort(lab, kind="stable")
+    lab, xs, ys = lab[order], xs[order], ys[order]
+    start = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    x0, x1 = np.minimum.reduceat(xs, start), np.maximum.reduceat(xs, start) + 1
+    y0, y1 = np.minimum.reduceat(ys, start), np.maximum.reduceat(ys, start) + 1
+    return list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
 
 
 def _line_support(cand: np.ndarray, length: int, pool: int,

@@ -177,7 +177,7 @@ def run_label_skintone(manifest_path: Path | str, out_path: Path | str, cfg: Ski
         for i, rec in track(results, len(paths), "label-skintone"):
             records[i] = rec
     else:
-        chunk = max(1, min(16, len(paths) // (workers * 8)))
+        chunk = max(1, min(4, len(paths) // (workers * 8)))  # small chunks: no idle worker at the end
         with mp_context(PRELOAD).Pool(min(workers, len(paths)), initializer=_init_worker) as pool:
             for i, rec in track(pool.imap_unordered(worker, items, chunksize=chunk), len(paths), "label-skintone"):
                 records[i] = rec

@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 
 from lesionkit.errors import UsageError
+from lesionkit.prep.order_stats import median
 from lesionkit.skintone.lab import lab_to_ita, rgb_to_lab
 
 __all__ = [
@@ -215,17 +216,6 @@ def lightest_mode(L: np.ndarray, min_share: float = 0.2, bin_width: float = 1.0,
     return lo + bounds[j] * bin_width, lo + bounds[j + 1] * bin_width
 
 
-def _median(x: np.ndarray) -> float:
-    """``np.median`` of a non-empty 1-D array without its generic overhead (one partial sort; the two middle
-    values averaged in float64 for even sizes)."""
-    n = x.size
-    k = n // 2
-    if n % 2:
-        return float(np.partition(x, k)[k])
-    p = np.partition(x, (k - 1, k))
-    return (float(p[k - 1]) + float(p[k])) / 2.0
-
-
 def robust_colour(L: np.ndarray, b: np.ndarray, k: float = 2.5, iters: int = 6,
                   floor: tuple[float, float] = (0.75, 0.5), start: np.ndarray | None = None
                   ) -> tuple[float, float, np.ndarray]:
@@ -237,15 +227,15 @@ def robust_colour(L: np.ndarray, b: np.ndarray, k: float = 2.5, iters: int = 6,
     keep = np.ones(L.shape, bool) if start is None or not start.any() else start
     for _ in range(iters):
         Lk, bk = L[keep], b[keep]
-        mL, mb = _median(Lk), _median(bk)
-        sL = max(1.4826 * _median(np.abs(Lk - mL)), floor[0])
-        sb = max(1.4826 * _median(np.abs(bk - mb)), floor[1])
+        mL, mb = median(Lk), median(bk)
+        sL = max(1.4826 * median(np.abs(Lk - mL)), floor[0])
+        sb = max(1.4826 * median(np.abs(bk - mb)), floor[1])
         new = (np.abs(L - mL) <= k * sL) & (np.abs(b - mb) <= k * sb)
         if not new.any() or np.array_equal(new, keep):
             break
         keep = new
     if keep.any():
-        mL, mb = _median(L[keep]), _median(b[keep])
+        mL, mb = median(L[keep]), median(b[keep])
     return mL, mb, keep
 
 
