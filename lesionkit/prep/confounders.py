@@ -66,7 +66,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import scipy.fft
 
 from lesionkit.errors import InputError, UsageError
 from lesionkit.prep.order_stats import median
@@ -392,6 +391,8 @@ def _window_periodicity(prof: np.ndarray, win: int, hop: int, periods: tuple[int
     todo = np.nonzero(amp >= max(min_amplitude, 1e-6))  # False for NaN
     if todo[0].size == 0:
         return score, period, np.nan_to_num(amp, nan=0.0).astype(np.float32), starts
+    import scipy.fft  # here, not at module level: 0.14 s of every worker pool's start for a ruler-only step
+
     x = seg[todo].astype(np.float32)  # n x win
     t0, t1 = int(periods[0]), int(periods[1])
     nl = 2 * t1 + 2  # largest integer lag needed
