@@ -351,3 +351,25 @@ def test_pad_ufes_agreement_runs(real_data, tmp_path):
     assert df.loc[has_img, "ita_deg"].notna().all() and df.loc[~has_img, "skintone_error"].notna().all()
     mt = run_skintone_agreement(tmp_path / "pad_st.parquet", truth="fitzpatrick")
     assert mt["n_used"] == 4
+
+
+def test_too_little_skin_at_64_px_is_measured_again_at_128():
+    """Very dark skin (ITA -42°) around a large lesion under dense dark and light hair and ink: at the default
+    64 px working size the skin left between them is below the minimum, at 128 px it is not; estimate() retries
+    once at twice the working size and says so in ``notes``."""
+    from lesionkit.skintone.strategies import mask_method, to_work
+
+    sp = synthetic.make_specs(200, 128, 9)[135]
+    frac = float(np.random.default_rng([9, 135, 5]).uniform(0.3, 0.55))
+    sp = dataclasses.replace(sp, lesion=dataclasses.replace(sp.lesion, frac=frac), hair_dark=True, hair_light=True,
+                             ink=True, fov=False, ruler=False)
+    img = synthetic.render_sample(sp)[0]
+    cfg = SkinToneConfig(method="mask", work_side=64)
+    first = mask_method(to_work(img, 64), cfg)
+    assert first.ita_deg is None and first.error.startswith("too little visible skin")
+    res = estimate(img, cfg)
+    assert res.error is None and abs(res.ita_deg - sp.ita_true) < 2.0
+    assert any("measured at 128 px" in n for n in res.notes)
+    # no larger image to retry on: the reason stands
+    small = to_work(img, 64)
+    assert estimate(small, cfg).error.startswith("too little visible skin")

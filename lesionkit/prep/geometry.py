@@ -127,11 +127,20 @@ def scale_box(box: Box, factor: float | tuple[float, float]) -> Box:
 
 
 def _work(img: np.ndarray) -> tuple[np.ndarray, float]:
-    """The image at long side <= WORK_SIDE (INTER_AREA) and the scale factor work/input."""
+    """The image at long side <= WORK_SIDE (area averaging) and the scale factor work/input.
+
+    When the long side is an integer multiple ``k`` of WORK_SIDE (a 512 px prep output: k = 2) the image is
+    averaged over ``k x k`` blocks, the last ``< k`` rows / columns dropped (OpenCV's fast integer path; a
+    rounded size would force a resampling for one pixel)."""
     h, w = img.shape[:2]
     s = min(1.0, WORK_SIDE / max(h, w))
     if s >= 1.0:
         return img, 1.0
+    k = max(h, w) / WORK_SIDE
+    if abs(k - round(k)) < 1e-9 and min(h, w) >= 2 * round(k):
+        k = round(k)
+        hh, ww = h // k * k, w // k * k
+        return cv2.resize(img[:hh, :ww], (ww // k, hh // k), interpolation=cv2.INTER_AREA), 1.0 / k
     return area_resize(img, (max(1, round(w * s)), max(1, round(h * s)))), s
 
 
@@ -269,13 +278,17 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     dark = (vc < thr) & (chroma < 0.5 * thr + 8)
     k = max(3, round(min(h, w) / 64) | 1)
     dark = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    if not (dark[0].any() or dark[-1].any() or dark[:, 0].any() or dark[:, -1].any()):
+        # nothing dark touches the border (most images): the outside is empty, as the labelling below would find
+        return FovResult(full_true, None, False, None, "no dark border (dark border area 0.0%, dark corners 0/4)",
+                         dark_frac=0.0)
     n, lab = cv2.connectedComponents(dark, connectivity=8)
     edge_labels = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     edge_labels = edge_labels[edge_labels > 0]
     is_edge = np.zeros(n, bool)
     is_edge[edge_labels] = True
     outside = is_edge[lab]
-    dark_frac = float(outside.mean())
+    dark_frac = np.count_nonzero(outside) / outside.size
     c = max(2, round(min(h, w) * 0.04))
     corners = [outside[:c, :c], outside[:c, -c:], outside[-c:, :c], outside[-c:, -c:]]
     n_corners = sum(bool(p.mean() > 0.5) for p in corners)

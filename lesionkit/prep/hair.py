@@ -40,7 +40,8 @@ Sizes: with ``reference_size`` set, ``kernel_size``, ``line_length``, ``min_area
 scale with ``short side / reference_size`` (kernels stay odd and at least 3 px); with ``reference_size=None``
 they are fixed pixels. ``inpaint_radius`` is always in pixels (cv2.inpaint's cost grows with its square). For
 speed, the line-support test of images at least twice the reference size runs on the candidate mask
-max-pooled by ``short side // reference_size``.
+max-pooled by ``short side // reference_size``, and it runs only around the components that still need it
+(inside their bounding boxes, where it equals the whole-image test).
 
 Tiny images: an image whose short side is below the effective kernel size comes back unchanged with an empty
 detection (``frac`` 0): a kernel wider than the image sees no structure narrower than itself.
@@ -246,6 +247,8 @@ def _channel(img: np.ndarray, name: str) -> np.ndarray:
 
     if name == "grey":
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if name in ("red", "green", "blue"):
+        return cv2.extractChannel(img, ("red", "green", "blue").index(name))  # 3x cheaper than a full split
     r, g, b = cv2.split(img)
     if name == "max":
         return cv2.max(cv2.max(r, g), b)
