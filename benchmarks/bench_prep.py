@@ -7,7 +7,8 @@ Decode-only = reading each file and decoding it exactly as prep does (:func:`les
 the same DCT reduction), in the same kind of process pool (forkserver with the prep modules preloaded). Each
 measurement includes the pool start, as a user's run does; ``pool_start_s`` is reported separately. Each pair
 (decode, prep) is measured ``--repeats`` times, interleaved, and the best time is kept (the machine is shared).
-With one worker the CPU-time rates are reported too (robust on a shared machine). Also reported: a naive full-resolution ``cv2.imdecode`` pass, the decode a pipeline without DCT scaling does.
+With one worker the CPU-time rates are reported too, and a paired per-image measurement on one core (each file
+decoded, then prepped, file by file, several rounds, per-file medians): the steadiest number on a shared machine. Also reported: a naive full-resolution ``cv2.imdecode`` pass, the decode a pipeline without DCT scaling does.
 
 Run: .venv/bin/python benchmarks/bench_prep.py [--n 96] [--width 6000 --height 4000] [--resize-mode resize]
 Generated JPEGs are kept in --jpeg-dir (default /tmp/lesionkit-bench-jpegs) and reused.
@@ -101,6 +102,31 @@ def pass_throughput(fn, paths: list[Path], workers: int, cfg: PrepConfig) -> flo
     return len(paths) / (time.perf_counter() - t0)
 
 
+def paired_per_image(paths: list[Path], cfg: PrepConfig, out: Path, repeats: int) -> dict:
+    """One core, in this process: for every file, decode it as prep does, then run prep's whole per-image task
+    (read, hash, decode, process, encode, write); ``repeats`` rounds; the per-file median of each; the ratio of
+    their sums. Interleaving file by file makes this the steadiest number on a shared machine (the pool runs
+    above swing by +-5% from run to run)."""
+    from lesionkit.prep.pipeline import Task, run_task
+
+    _set_cfg(cfg)
+    tasks = [Task(p.stem, str(p), str(out), None, None) for p in paths]
+    run_task(tasks[0], cfg, cfg.digest())
+    td = np.zeros((repeats, len(paths)))
+    tp = np.zeros((repeats, len(paths)))
+    for r in range(repeats):
+        for i, (p, t) in enumerate(zip(paths, tasks, strict=True)):
+            t0 = time.perf_counter()
+            _decode_only(str(p))
+            t1 = time.perf_counter()
+            run_task(t, cfg, cfg.digest())
+            tp[r, i] = time.perf_counter() - t1
+            td[r, i] = t1 - t0
+    dec, pre = float(np.median(td, 0).sum()), float(np.median(tp, 0).sum())
+    return {"decode_ms": round(1000 * dec / len(paths), 2), "prep_ms": round(1000 * pre / len(paths), 2),
+            "prep_vs_decode": round(dec / pre, 3), "files": len(paths), "repeats": repeats}
+
+
 def prep_throughput(manifest: Path, out: Path, cfg: PrepConfig, workers: int) -> float:
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -118,6 +144,7 @@ def main() -> None:
     ap.add_argument("--hair", default="lesionkit")
     ap.add_argument("--resize-mode", default="resize")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--paired-repeats", type=int, default=5, help="rounds of the per-image paired measurement")
     ap.add_argument("--jpeg-dir", type=Path, default=Path(tempfile.gettempdir()) / "lesionkit-bench-jpegs")
     args = ap.parse_args()
     from lesionkit.console import settings
@@ -147,6 +174,7 @@ def main() -> None:
             if w == 1:  # one process: CPU time is what the work costs, whatever else runs on the machine
                 res["workers_1"].update(decode_only_img_per_cpu_s=round(dec_cpu, 2), prep_img_per_cpu_s=round(pre_cpu, 2),
                                         prep_vs_decode_cpu=round(pre_cpu / dec_cpu, 3))
+        res["paired_per_image_1_core"] = paired_per_image(paths[:48], cfg, d / "paired", args.paired_repeats)
         res["full_cv2_imdecode_img_s_1_worker"] = round(full, 2)
         res["prep_vs_full_decode_1_worker"] = round(res["workers_1"]["prep_img_s"] / full, 3)
         res["decode_2_vs_1_workers"] = round(res["workers_2"]["decode_only_img_s"] / res["workers_1"]["decode_only_img_s"], 3)
@@ -156,6 +184,9 @@ def main() -> None:
     for w in (1, 2):
         r = res[f"workers_{w}"]
         print(f"| {w} | {r['decode_only_img_s']} | {r['prep_img_s']} | {r['prep_vs_decode']} |")
+    pp = res["paired_per_image_1_core"]
+    print(f"\npaired per image, one core ({pp['files']} files x {pp['repeats']}): decode {pp['decode_ms']} ms, "
+          f"prep {pp['prep_ms']} ms -> prep / decode {pp['prep_vs_decode']}")
     print(f"\n2 vs 1 worker: prep {res['prep_2_vs_1_workers']}x, decode {res['decode_2_vs_1_workers']}x; "
           f"pool start {res['pool_start_s_2_workers']} s; prep vs naive full decode {res['prep_vs_full_decode_1_worker']}")
 

@@ -208,6 +208,30 @@ def speed_sets(root: Path, n: int, work: Path, big_n: int, big_dir: Path) -> dic
     return sets
 
 
+def paired_per_image(paths: list[str], repeats: int) -> dict:
+    """One core, in this process: for every file, decode it at label-skintone's scale, then label it (decode +
+    estimate) with mask and with kmeans; ``repeats`` rounds; per-file medians; ratios of their sums. Interleaving
+    file by file makes this the steadiest number on a shared machine."""
+    from lesionkit.skintone.run import label_image
+
+    side = SkinToneConfig().work_side
+    cfgs = {m: SkinToneConfig(method=m) for m in ("mask", "kmeans")}
+    t = np.zeros((3, repeats, len(paths)))
+    for r in range(repeats):
+        for i, p in enumerate(paths):
+            t0 = time.perf_counter()
+            _decode((p, side))
+            t1 = time.perf_counter()
+            label_image(p, cfgs["mask"])
+            t2 = time.perf_counter()
+            label_image(p, cfgs["kmeans"])
+            t[:, r, i] = (t1 - t0, t2 - t1, time.perf_counter() - t2)
+    dec, lm, lk = (float(np.median(t[j], 0).sum()) for j in range(3))
+    n = len(paths)
+    return {"files": n, "repeats": repeats, "decode_ms": 1000 * dec / n, "mask_ms": 1000 * lm / n,
+            "kmeans_ms": 1000 * lk / n, "mask_vs_decode": dec / lm, "kmeans_vs_decode": dec / lk}
+
+
 def speed_bench(sets: dict[str, Path], work: Path, repeats: int) -> dict:
     """Images/s of ``run_label_skintone`` (mask, kmeans) against decoding the same files (full size, and at the
     DCT scale label-skintone decodes at), 1 and 2 workers; each pass ``repeats`` times, interleaved: the best rate of
@@ -225,6 +249,9 @@ def speed_bench(sets: dict[str, Path], work: Path, repeats: int) -> dict:
         for p in paths:
             Path(p).read_bytes()  # warm the page cache
         res[name] = {"n": len(paths), "work_side": side}
+        uniq = list(dict.fromkeys(paths))[:48]
+        res[name]["paired_per_image_1_core"] = paired_per_image(uniq, 5)
+        print(f"[speed] {name} paired per image: {json.dumps(res[name]['paired_per_image_1_core'])}", file=sys.stderr)
         for w in (1, 2):
             best: dict[str, float] = {}
             ratios: dict[str, list[float]] = {"mask": [], "kmeans": []}
@@ -285,9 +312,14 @@ def markdown(r: dict) -> str:
             for w in (1, 2):
                 d, sc = row[f"decode_full_w{w}"], row[f"decode_scaled_w{w}"]
                 lm, lk = row[f"label_mask_w{w}"], row[f"label_kmeans_w{w}"]
-                pm, pk = row[f"ratio_mask_w{w}_paired_median"], row[f"ratio_kmeans_w{w}_paired_median"]
+                pm, pk = row[f"ratio_mask_w{w}_paired_median"], row[f"ratio_kmeans_w{w}_paired_median"]  # run level
                 lines.append(f"| {ds} | {w} | {d:.1f} | {sc:.1f} | {lm:.1f} | {lk:.1f} | {lm / sc:.2f} | {lk / sc:.2f} "
                              f"| {pm:.2f} / {pk:.2f} | {lm / d:.2f} |")
+    for ds, row in r.get("speed", {}).items():
+        pp = row["paired_per_image_1_core"]
+        lines.append(f"\n{ds}, paired per image on one core ({pp['files']} files x {pp['repeats']}): decode "
+                     f"{pp['decode_ms']:.2f} ms, label mask {pp['mask_ms']:.2f} ms ({pp['mask_vs_decode']:.3f}), "
+                     f"kmeans {pp['kmeans_ms']:.2f} ms ({pp['kmeans_vs_decode']:.3f})")
     return "\n".join(lines)
 
 
