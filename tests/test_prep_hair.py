@@ -349,35 +349,3 @@ def test_histogram_median_and_mad_match_bisection_on_the_mixture_cdf():
     h[10] = 4.0
     assert _hist_median_mad(h) == pytest.approx((10.0, 0.25))
     assert all(np.isnan(_hist_median_mad(np.zeros(256))))
-
-
-@pytest.mark.parametrize("pool", [1, 2, 3])
-def test_line_support_in_boxes_equals_whole_image(pool: int) -> None:
-    """The line-support test restricted to component boxes gives exactly the whole-image result inside them."""
-    from lesionkit.prep.hair import _line_support
-
-    rng = np.random.default_rng(pool)
-    for trial in range(8):
-        h, w = int(rng.integers(60, 140)), int(rng.integers(60, 140))
-        cand = rng.random((h, w)) < 0.08  # speckle
-        for _ in range(int(rng.integers(2, 9))):  # strands and blobs
-            p0 = (int(rng.integers(w)), int(rng.integers(h)))
-            p1 = (int(rng.integers(w)), int(rng.integers(h)))
-            cv2.line(cand.view(np.uint8), p0, p1, 1, int(rng.integers(1, 3)))
-            cv2.circle(cand.view(np.uint8), p1, int(rng.integers(1, 6)), 1, -1)
-        n, _lab, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=8)
-        pick = rng.choice(np.arange(1, n), size=min(n - 1, 4), replace=False)
-        boxes = [(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh, _ in stats[pick]]
-        length = int(rng.choice([5, 9, 11]))
-        full = _line_support(cand, length, pool)
-        part = _line_support(cand, length, pool, boxes)
-        inside = np.zeros((h, w), bool)
-        for x0, y0, x1, y1 in boxes:
-            inside[y0:y1, x0:x1] = True
-        assert np.array_equal(part[inside], full[inside]), trial
-        grid = np.zeros((h, w), bool)  # the boxes rounded out to the pooling grid
-        for x0, y0, x1, y1 in boxes:
-            grid[y0 // pool * pool:-(-y1 // pool) * pool, x0 // pool * pool:-(-x1 // pool) * pool] = True
-        assert not (part & ~full).any()  # never more than the whole-image test
-        if not np.array_equal(part, full):  # crops were used: nothing outside them
-            assert not part[~grid].any()

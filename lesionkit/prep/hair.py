@@ -40,8 +40,7 @@ Sizes: with ``reference_size`` set, ``kernel_size``, ``line_length``, ``min_area
 scale with ``short side / reference_size`` (kernels stay odd and at least 3 px); with ``reference_size=None``
 they are fixed pixels. ``inpaint_radius`` is always in pixels (cv2.inpaint's cost grows with its square). For
 speed, the line-support test of images at least twice the reference size runs on the candidate mask
-max-pooled by ``short side // reference_size``, and it runs only around the components that still need it
-(inside their bounding boxes, where it equals the whole-image test).
+max-pooled by ``short side // reference_size``, and only when some component still needs it.
 
 Tiny images: an image whose short side is below the effective kernel size comes back unchanged with an empty
 detection (``frac`` 0): a kernel wider than the image sees no structure narrower than itself.
@@ -358,9 +357,8 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
     and, unless length / width >= ``accept_elong`` (> 0), at least a fraction ``min_support`` of their pixels on
     a straight run (``line = (length, pool)`` of :func:`_line_support`; None = no such test).
 
-    The line-support test, the costliest step, runs only around the components that still need it (those that
-    passed every other filter and are not accepted by elongation): :func:`_line_support` restricted to their
-    bounding boxes, which gives the same pixels there as the whole-image test. Returns a new mask."""
+    The line-support test, the costliest step, runs only when some component still needs it (it passed every
+    other filter and is not accepted by elongation). Returns a new mask."""
     import cv2
 
     use_line = line is not None and min_support > 0
@@ -376,8 +374,8 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
     keep = area >= max(min_area, 1.0)
     keep[0] = False
     elong = None
-    ys, xs = np.divmod(idx, cand.shape[1])
     if min_elong > 0 or accept_elong > 0:
+        ys, xs = np.divmod(idx, cand.shape[1])
         xf, yf = xs.astype(np.float64), ys.astype(np.float64)
         a = np.maximum(area, 1.0)
         mx = np.bincount(lab, xf, n) / a
@@ -395,8 +393,7 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
     if use_line:
         need = keep & ~(elong >= accept_elong) if accept_elong > 0 else keep.copy()
         if need.any():
-            boxes = _boxes(lab, xs, ys, np.flatnonzero(need))
-            support = _line_support(cand, line[0], line[1], boxes)
+            support = _line_support(cand, line[0], line[1])
             ok = np.bincount(lab, support.ravel()[idx].astype(np.float64), n) >= min_support * area
             keep &= ok | ~need
     out = np.zeros(cand.shape, bool)
@@ -404,59 +401,20 @@ def _components(cand: np.ndarray, min_area: float, min_elong: float, line: tuple
     return out
 
 
-def _boxes(lab: np.ndarray, xs: np.ndarray, ys: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Bounding boxes ``(x0, y0, x1, y1)`` (end exclusive) of the pixels (``xs``, ``ys``) labelled ``labels``."""
-    sel = np.isin(lab, labels)
-    lab, xs, ys = lab[sel], xs[sel], ys[sel]
-    order = np.argsort(lab, kind="stable")
-    lab, xs, ys = lab[order], xs[order], ys[order]
-    start = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
-    x0, x1 = np.minimum.reduceat(xs, start), np.maximum.reduceat(xs, start) + 1
-    y0, y1 = np.minimum.reduceat(ys, start), np.maximum.reduceat(ys, start) + 1
-    return list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
-
-
-def _line_support(cand: np.ndarray, length: int, pool: int,
-                  boxes: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+def _line_support(cand: np.ndarray, length: int, pool: int) -> np.ndarray:
     """Pixels of ``cand`` on a straight run of candidates ``length`` px long (at the pooled scale) in one of
     ``LINE_ANGLES`` orientations: max over orientations of the binary opening with a line segment. With
-    ``pool > 1`` the test runs on ``cand`` max-pooled by ``pool`` and is mapped back to full size.
-
-    ``boxes`` (``(x0, y0, x1, y1)``, full-size pixels, end exclusive): compute only inside them, each on a crop
-    with a margin of ``length`` pooled pixels. An opening with a segment of ``length`` px at a pixel depends only
-    on pixels within ``length - 1`` of it, so the result inside a box is exactly the whole-image result. Outside
-    the boxes (rounded out to the pooling grid) it is False, or the whole-image result when the crops would
-    cover more pixels than the image (one whole-image pass is then cheaper)."""
+    ``pool > 1`` the test runs on ``cand`` max-pooled by ``pool`` and is mapped back to full size."""
     import cv2
 
     c8 = cand.view(np.uint8)
     h, w = c8.shape
     if pool > 1:
         c8 = cv2.dilate(c8, np.ones((pool, pool), np.uint8), anchor=(0, 0))[::pool, ::pool]
-    ph, pw = c8.shape
     sup = np.zeros_like(c8)
-    if min(ph, pw) >= length:
-        kernels = _line_kernels(length)
-        crops = None
-        if boxes is not None:
-            crops = []
-            for x0, y0, x1, y1 in boxes:
-                bx0, by0 = x0 // pool, y0 // pool
-                bx1, by1 = -(-x1 // pool), -(-y1 // pool)
-                crops.append(((max(0, by0 - length), min(ph, by1 + length), max(0, bx0 - length),
-                               min(pw, bx1 + length)), (by0, by1, bx0, bx1)))
-            if sum((r1 - r0) * (q1 - q0) for (r0, r1, q0, q1), _ in crops) >= ph * pw:
-                crops = None  # the crops cover more than the image: one whole-image pass is cheaper
-        if crops is None:
-            for ker in kernels:
-                np.maximum(sup, cv2.morphologyEx(c8, cv2.MORPH_OPEN, ker), out=sup)
-        else:
-            for (r0, r1, q0, q1), (by0, by1, bx0, bx1) in crops:
-                part = c8[r0:r1, q0:q1]  # at least `length` px each way: the box plus a margin or the image side
-                out = np.zeros_like(part)
-                for ker in kernels:
-                    np.maximum(out, cv2.morphologyEx(part, cv2.MORPH_OPEN, ker), out=out)
-                sup[by0:by1, bx0:bx1] = out[by0 - r0:by1 - r0, bx0 - q0:bx1 - q0]
+    if min(c8.shape) >= length:
+        for ker in _line_kernels(length):
+            np.maximum(sup, cv2.morphologyEx(c8, cv2.MORPH_OPEN, ker), out=sup)
     if pool > 1:
         sup = np.repeat(np.repeat(sup, pool, axis=0), pool, axis=1)[:h, :w]
     return sup.view(bool) & cand
