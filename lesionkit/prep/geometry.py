@@ -271,6 +271,13 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     if ref < 20:
         return FovResult(full_true, None, False, None, f"image centre too dark to judge (brightness {ref:.0f})")
     thr = dark_ratio * ref
+    edge_v = np.concatenate([v[0], v[-1], v[:, 0], v[:, -1]])
+    edge_c = np.concatenate([chroma[0], chroma[-1], chroma[:, 0], chroma[:, -1]])
+    if not np.any((edge_v < thr) & (edge_c < 0.5 * thr + 8)):
+        # no dark pixel on the border: the closing below only raises v and the opening only removes pixels, so
+        # nothing dark would touch the border and the outside would be empty (the most common case)
+        return FovResult(full_true, None, False, None, "no dark border (dark border area 0.0%, dark corners 0/4)",
+                         dark_frac=0.0)
     # grey closing fills dark hair (thinner than ~3.5 % of the short side) so it neither joins the dark border
     # nor cuts into the field; the border itself is a large region and keeps its outline
     kh = max(3, round(0.035 * min(h, w)) | 1)
