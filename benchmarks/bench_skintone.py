@@ -241,7 +241,10 @@ def speed_bench(sets: dict[str, Path], work: Path, repeats: int) -> dict:
     from lesionkit.manifest.io import read_manifest
     from lesionkit.skintone.run import run_label_skintone
 
+    from lesionkit.parallel import tune_malloc
+
     cv2.setNumThreads(1)
+    tune_malloc()  # as label-skintone's workers (and the decode pools, through the same initializer)
     side = SkinToneConfig().work_side
     res: dict = {}
     for name, manifest in sets.items():

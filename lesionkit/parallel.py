@@ -7,9 +7,13 @@ and from ``spawn`` elsewhere.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 from multiprocessing.context import BaseContext
+
+_MALLOC_TUNED = False
 
 
 def mp_context(preload: list[str] | None = None) -> BaseContext:
@@ -22,3 +26,28 @@ def mp_context(preload: list[str] | None = None) -> BaseContext:
     if preload:
         ctx.set_forkserver_preload(preload)
     return ctx
+
+
+def tune_malloc(mmap_threshold: int = 64 << 20, trim_threshold: int = 128 << 20) -> bool:
+    """Make glibc serve buffers up to ``mmap_threshold`` bytes from the heap and keep up to ``trim_threshold``
+    bytes of freed memory, so the per-image arrays of a long image loop are reused.
+
+    By default glibc maps every buffer of 128 KiB or more freshly and unmaps it when it is freed, and each new
+    mapping is zero-filled page by page. Decoding and labelling 48 camera-size JPEGs caused 316,000 page faults,
+    and 13,000 with this setting. Decoding got 9% faster, label-skintone 6%, prep 8%.
+
+    Called in the per-image workers of prep and label-skintone, including the single-process path, where it
+    applies to the calling process. The cost is memory: up to ``trim_threshold`` bytes stay reserved. On other
+    C libraries it does nothing. Returns whether the setting is in effect.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+        _MALLOC_TUNED = (libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
+                         and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): keep the allocator's defaults
+        _MALLOC_TUNED = False
+    return _MALLOC_TUNED
