@@ -273,11 +273,12 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     thr = dark_ratio * ref
     edge_v = np.concatenate([v[0], v[-1], v[:, 0], v[:, -1]])
     edge_c = np.concatenate([chroma[0], chroma[-1], chroma[:, 0], chroma[:, -1]])
+    no_border = FovResult(full_true, None, False, None, "no dark border (dark border area 0.0%, dark corners 0/4)",
+                          dark_frac=0.0)  # what the labelling below finds when nothing dark touches the border
     if not np.any((edge_v < thr) & (edge_c < 0.5 * thr + 8)):
-        # no dark pixel on the border: the closing below only raises v and the opening only removes pixels, so
-        # nothing dark would touch the border and the outside would be empty (the most common case)
-        return FovResult(full_true, None, False, None, "no dark border (dark border area 0.0%, dark corners 0/4)",
-                         dark_frac=0.0)
+        # no dark pixel on the border: the closing below only raises v and the opening only removes pixels (the
+        # most common case)
+        return no_border
     # grey closing fills dark hair (thinner than ~3.5 % of the short side) so it neither joins the dark border
     # nor cuts into the field; the border itself is a large region and keeps its outline
     kh = max(3, round(0.035 * min(h, w)) | 1)
@@ -286,9 +287,7 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     k = max(3, round(min(h, w) / 64) | 1)
     dark = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     if not (dark[0].any() or dark[-1].any() or dark[:, 0].any() or dark[:, -1].any()):
-        # nothing dark touches the border (most images): the outside is empty, as the labelling below would find
-        return FovResult(full_true, None, False, None, "no dark border (dark border area 0.0%, dark corners 0/4)",
-                         dark_frac=0.0)
+        return no_border
     n, lab = cv2.connectedComponents(dark, connectivity=8)
     edge_labels = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     edge_labels = edge_labels[edge_labels > 0]
