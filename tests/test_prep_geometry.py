@@ -330,6 +330,9 @@ def test_fill_holes_matches_scipy() -> None:
             m = np.zeros((h, w), bool)
             cv2.circle(m.view(np.uint8), (int(rng.integers(w)), int(rng.integers(h))), int(rng.integers(2, 15)), 1, 2)
         assert np.array_equal(fill_holes(m), ndi.binary_fill_holes(m)), i
+        # uint8 masks with any non-zero value (2 is the flood fill's own marker)
+        u = m.astype(np.uint8) * np.uint8(rng.choice([1, 2, 255]))
+        assert np.array_equal(fill_holes(u), ndi.binary_fill_holes(m)), i
 
 
 def test_order_stats_median_and_otsu_fast_paths() -> None:

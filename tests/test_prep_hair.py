@@ -349,3 +349,60 @@ def test_histogram_median_and_mad_match_bisection_on_the_mixture_cdf():
     h[10] = 4.0
     assert _hist_median_mad(h) == pytest.approx((10.0, 0.25))
     assert all(np.isnan(_hist_median_mad(np.zeros(256))))
+
+
+@pytest.mark.parametrize("shape", ["ellipse", "cross", "rect", "line-bank"])
+def test_tophat_by_rectangle_unions_equals_opencv_morphology(shape):
+    """The top-hats run each kernel as a union of rectangles: identical to cv2.morphologyEx with the whole kernel,
+    borders included, for both polarities and every kernel side."""
+    from lesionkit.prep.hair import _kernels, _line_kernels, _tophat
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    img[10:14] = 0  # flat bands and a bright line: saturation and ties
+    img[:, 20] = 255
+    for k in (3, 5, 9, 11, 15, 17, 21, 31):
+        whole = _line_kernels(k) if shape == "line-bank" else [cv2.getStructuringElement(
+            {"cross": cv2.MORPH_CROSS, "ellipse": cv2.MORPH_ELLIPSE, "rect": cv2.MORPH_RECT}[shape], (k, k))]
+        for dark, op in ((True, cv2.MORPH_BLACKHAT), (False, cv2.MORPH_TOPHAT)):
+            ref = np.max([cv2.morphologyEx(img, op, ker) for ker in whole], axis=0)
+            assert np.array_equal(_tophat(img, dark, _kernels(shape, k)), ref), (k, dark)
+
+
+def test_rect_cover_is_exact_or_declines():
+    from lesionkit.prep.hair import _line_kernels, _rect_cover
+
+    ell = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15))
+    parts = _rect_cover(ell)
+    assert [p.shape for p in parts] == [(15, 1), (13, 9), (11, 11), (9, 13), (5, 15)]
+    assert [p.shape for p in _rect_cover(cv2.getStructuringElement(cv2.MORPH_CROSS, (17, 17)))] == [(17, 1), (1, 17)]
+    assert [p.shape for p in _rect_cover(np.ones((5, 7), np.uint8))] == [(5, 7)]
+    assert _rect_cover(_line_kernels(21)[1]) is None  # a slanted line is no union of centred rectangles
+    assert _rect_cover(np.ones((4, 4), np.uint8)) is None  # even sides have no centre
+    off = np.zeros((5, 5), np.uint8)
+    off[2, 0:3] = 1  # a run off the centre
+    assert _rect_cover(off) is None
+
+
+@pytest.mark.parametrize("name", ["max", "min", "red", "green", "blue", "grey"])
+def test_channels_match_numpy(name):
+    from lesionkit.prep.hair import _channel
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    ref = {"max": img.max(axis=2), "min": img.min(axis=2), "red": img[..., 0], "green": img[..., 1],
+           "blue": img[..., 2], "grey": cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)}[name]
+    out = _channel(img, name)
+    assert out.flags.c_contiguous and np.array_equal(out, ref)
+
+
+def test_masked_uint8_median_equals_numpy():
+    from lesionkit.prep.hair import _median_u8
+
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        lo = int(rng.integers(0, 250))
+        ch = rng.integers(lo, lo + int(rng.integers(1, 7)), (15, 22), dtype=np.uint8)  # many ties, even and odd counts
+        m = rng.random(ch.shape) < rng.uniform(0.02, 1.0)
+        if m.any():
+            assert _median_u8(ch, m) == int(np.uint8(np.median(ch[m]))), i

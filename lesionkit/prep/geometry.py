@@ -148,9 +148,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes`` (background 4-connected) with one OpenCV flood fill: the background
     reachable from outside the image is flooded on a 1-px padded copy, and everything it does not reach is
     foreground. 5-10x faster on working-size masks."""
-    h, w = mask.shape
-    pad = np.zeros((h + 2, w + 2), np.uint8)
-    pad[1:-1, 1:-1] = mask.astype(bool)
+    m = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8)
+    pad = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(pad, None, (0, 0), 2, flags=4)
     return pad[1:-1, 1:-1] != 2
 

@@ -67,6 +67,8 @@ INPAINT_METHODS: tuple[str, ...] = ("telea", "ns")
 LINE_ANGLES = 12  # orientations of line structuring elements (every 15 degrees)
 _MESH_HOLE = 0.5  # a "small hole" has at most _MESH_HOLE * kernel_size**2 pixels
 _AUTO_ITER = 4  # re-estimations of the "auto" threshold on the values below the previous one
+_ROW3 = np.ones((1, 3), np.uint8)
+_EDGES = np.arange(257, dtype=np.float64) - 0.5  # bin edges of a 256-bin histogram of integer values
 
 
 @dataclass(frozen=True)
@@ -232,13 +234,39 @@ def _line_kernels(k: int) -> list[np.ndarray]:
     return out
 
 
-def _kernels(shape: str, k: int) -> list[np.ndarray]:
+@lru_cache(maxsize=64)
+def _kernels(shape: str, k: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """The structuring elements of ``shape`` at side ``k``, each as a tuple of centred rectangles whose union it is
+    (:func:`_rect_cover`), or as itself when it is no such union (line segments)."""
     import cv2
 
     if shape == "line-bank":
-        return _line_kernels(k)
+        return tuple((ker,) for ker in _line_kernels(k))
     code = {"cross": cv2.MORPH_CROSS, "ellipse": cv2.MORPH_ELLIPSE, "rect": cv2.MORPH_RECT}[shape]
-    return [cv2.getStructuringElement(code, (k, k))]
+    ker = cv2.getStructuringElement(code, (k, k))
+    return (_rect_cover(ker) or (ker,),)
+
+
+def _rect_cover(ker: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Centred all-ones rectangles whose union is the odd-sided kernel ``ker``, one per distinct row width, or None
+    when ``ker`` is no such union. A dilation (erosion) by a union is the maximum (minimum) of the dilations
+    (erosions) by its parts, and OpenCV runs rectangles as two 1-D passes: a 15x15 ellipse as 5 rectangles is
+    1.5x faster than as one kernel of 177 points, with identical output (the tests compare them)."""
+    kh, kw = ker.shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        return None
+    widths = (ker != 0).sum(axis=1)
+    rects = []
+    for w in sorted(set(widths[widths > 0].tolist())):
+        h = int((widths >= w).sum())
+        if h % 2 == 0 or w % 2 == 0:
+            return None
+        rects.append(np.ones((h, w), np.uint8))
+    union = np.zeros((kh, kw), bool)
+    for r in rects:
+        y0, x0 = (kh - r.shape[0]) // 2, (kw - r.shape[1]) // 2
+        union[y0:y0 + r.shape[0], x0:x0 + r.shape[1]] = True
+    return tuple(rects) if rects and np.array_equal(union, ker != 0) else None
 
 
 def _channel(img: np.ndarray, name: str) -> np.ndarray:
@@ -248,21 +276,58 @@ def _channel(img: np.ndarray, name: str) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     if name in ("red", "green", "blue"):
         return cv2.extractChannel(img, ("red", "green", "blue").index(name))  # 3x cheaper than a full split
-    r, g, b = cv2.split(img)
-    if name == "max":
-        return cv2.max(cv2.max(r, g), b)
-    if name == "min":
-        return cv2.min(cv2.min(r, g), b)
-    return {"red": r, "green": g, "blue": b}[name]
+    if name not in ("max", "min"):
+        raise ValueError(f"unknown channel {name!r}")
+    # per-pixel max / min of R, G, B: a 1x3 dilation / erosion of the interleaved rows, anchored at the left, puts
+    # max(R, G, B) / min(R, G, B) of pixel x at byte 3x (2.5x cheaper than split + two cv2.max)
+    h, w = img.shape[:2]
+    op = cv2.dilate if name == "max" else cv2.erode
+    return op(img.reshape(h, w * 3), _ROW3, anchor=(0, 0))[:, ::3].copy()
 
 
-def _tophat(ch: np.ndarray, op: int, kernels: list[np.ndarray]) -> np.ndarray:
+def _dilate(x: np.ndarray, parts: tuple[np.ndarray, ...]) -> np.ndarray:
     import cv2
 
-    resp = cv2.morphologyEx(ch, op, kernels[0])
-    for ker in kernels[1:]:
-        np.maximum(resp, cv2.morphologyEx(ch, op, ker), out=resp)
+    out = cv2.dilate(x, parts[0])
+    for r in parts[1:]:
+        cv2.max(out, cv2.dilate(x, r), dst=out)
+    return out
+
+
+def _erode(x: np.ndarray, parts: tuple[np.ndarray, ...]) -> np.ndarray:
+    import cv2
+
+    out = cv2.erode(x, parts[0])
+    for r in parts[1:]:
+        cv2.min(out, cv2.erode(x, r), dst=out)
+    return out
+
+
+def _tophat(ch: np.ndarray, dark: bool, kernels: tuple[tuple[np.ndarray, ...], ...]) -> np.ndarray:
+    """Black-hat (``dark``: closing - image) or white top-hat (image - opening) of ``ch``, the maximum over
+    ``kernels`` (each a union of parts, :func:`_kernels`); equal to ``cv2.morphologyEx`` with the whole kernel."""
+    import cv2
+
+    resp = None
+    for parts in kernels:
+        r = cv2.subtract(_erode(_dilate(ch, parts), parts), ch) if dark else \
+            cv2.subtract(ch, _dilate(_erode(ch, parts), parts))
+        resp = r if resp is None else cv2.max(resp, r, dst=resp)
     return resp
+
+
+def _median_u8(ch: np.ndarray, mask: np.ndarray) -> int:
+    """``np.uint8(np.median(ch[mask]))`` from a masked histogram: the middle value, or the floor of the mean of the
+    two middle ones (``mask`` non-empty)."""
+    import cv2
+
+    c = np.cumsum(cv2.calcHist([ch], [0], mask.view(np.uint8), [256], [0, 256]).ravel(), dtype=np.float64)
+    n = int(c[-1])
+    hi = int(np.searchsorted(c, n // 2 + 1))  # order statistic n // 2 (0-based): first v with more than n // 2 below or at
+    if n % 2:
+        return hi
+    lo = int(np.searchsorted(c, n // 2))  # order statistic n // 2 - 1
+    return (lo + hi) // 2
 
 
 def _threshold(resp: np.ndarray, params: HairParams, fov: np.ndarray | None) -> float:
@@ -300,24 +365,20 @@ def _hist_median_mad(hist: np.ndarray) -> tuple[float, float]:
 
     The CDF ``F`` of that mixture is piecewise linear with knots at the bin edges, so the median is one
     interpolation; the CDF of ``|x - med|``, ``G(d) = F(med + d) - F(med - d)``, is piecewise linear with knots
-    where ``med +- d`` meets a bin edge, so the MAD is one more. Exact (equal to integrating the folded mixture,
-    :func:`_quantile_pw_uniform`, to rounding) and ~30x cheaper. ``(nan, nan)`` for an empty histogram.
+    where ``med +- d`` meets a bin edge, so the MAD is one more. Exact (the tests compare it with bisection on the
+    mixture's CDF). ``(nan, nan)`` for an empty histogram.
     """
-    nz = np.flatnonzero(hist > 0)
-    if nz.size == 0:
+    c = np.cumsum(hist, dtype=np.float64)
+    if not c[-1] > 0:
         return float("nan"), float("nan")
-    w = hist[nz].astype(np.float64)
-    c = np.cumsum(w)
-    half = 0.5 * c[-1]
-    # knots of F over the occupied bins: F(v - 0.5) = mass below bin v, F(v + 0.5) = that + hist[v]
-    xs = np.empty(2 * nz.size)
-    xs[0::2], xs[1::2] = nz - 0.5, nz + 0.5
-    fs = np.empty_like(xs)
-    fs[0::2], fs[1::2] = c - w, c
-    j = int(np.searchsorted(c, half))  # the bin holding the median: F rises through `half` inside it
-    med = float(nz[j] - 0.5 + (half - (c[j] - w[j])) / w[j])
-    d = np.unique(np.concatenate([[0.0], np.abs(xs - med)]))  # G(0) = 0
-    g = np.interp(med + d, xs, fs) - np.interp(med - d, xs, fs)
+    half = 0.5 * float(c[-1])
+    j = int(np.searchsorted(c, half))  # the first bin where F reaches `half`: it rises through it inside the bin
+    med = j - 0.5 + (half - (float(c[j]) - float(hist[j]))) / float(hist[j])
+    # knots of F at the bin edges: F(v - 0.5) = mass below bin v (flat across empty bins)
+    edges = _EDGES if hist.size == 256 else np.arange(hist.size + 1, dtype=np.float64) - 0.5
+    f = np.concatenate(([0.0], c))
+    d = np.unique(np.concatenate(([0.0], np.abs(edges - med))))  # G(0) = 0
+    g = np.interp(med + d, edges, f) - np.interp(med - d, edges, f)
     return med, float(np.interp(half, g, d))
 
 
@@ -425,18 +486,17 @@ def _detect_one(img: np.ndarray, params: HairParams, fov: np.ndarray | None, dar
     import cv2
 
     ch = _channel(img, params.dark_channel if dark else params.light_channel)
-    if fov is not None and not fov.all():
-        ch = ch.copy()
-        ch[~fov] = np.uint8(np.median(ch[fov])) if fov.any() else 0
+    if fov is not None and not fov.all():  # ch is a new array (from _channel): filled in place
+        ch[~fov] = _median_u8(ch, fov) if fov.any() else 0
     if exclude is not None and exclude.any():
         # dark strands already found: fill them (closing), so the skin between two of them is not a thin bright
         # structure for the white top-hat
-        grow = cv2.dilate(exclude.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))).view(bool)
+        grow = cv2.dilate(exclude.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
         closed = cv2.morphologyEx(ch, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-        ch = np.where(grow, closed, ch)
-    resp = _tophat(ch, cv2.MORPH_BLACKHAT if dark else cv2.MORPH_TOPHAT, _kernels(params.kernel_shape, k))
+        cv2.copyTo(closed, grow, ch)
+    resp = _tophat(ch, dark, _kernels(params.kernel_shape, k))
     t = _threshold(resp, params, fov)
-    cand = resp > t
+    cand = resp > math.floor(t)  # = resp > t for integer responses; an int keeps the comparison in uint8
     if fov is not None:
         cand &= fov
     pool = max(1, int(scale)) if params.reference_size is not None else 1
