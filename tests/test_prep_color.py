@@ -143,3 +143,15 @@ def test_shades_of_gray_uses_masked_pixels_only():
 def test_shades_of_gray_rejects_p_below_one():
     with pytest.raises(UsageError):
         shades_of_gray(_img(8), p=0.5)
+
+
+def test_rgb_max_min_equal_numpy_on_views_and_odd_shapes():
+    from lesionkit.prep.color import rgb_max, rgb_min
+
+    rng = np.random.default_rng(5)
+    for h, w in ((1, 1), (3, 7), (64, 96), (75, 101)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for view in (img, img[::2, ::2], img[:, ::-1]):  # strided and reversed views are copied first
+            mx, mn = rgb_max(view), rgb_min(view)
+            assert mx.flags.c_contiguous and mn.flags.c_contiguous
+            assert np.array_equal(mx, view.max(-1)) and np.array_equal(mn, view.min(-1))

@@ -373,3 +373,37 @@ def test_too_little_skin_at_64_px_is_measured_again_at_128():
     # no larger image to retry on: the reason stands
     small = to_work(img, 64)
     assert estimate(small, cfg).error.startswith("too little visible skin")
+
+
+def test_iqr_equals_numpy_percentiles():
+    from lesionkit.skintone.strategies import _iqr
+
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 10, 101, 4000):
+        x = rng.normal(0, 20, n).astype(np.float64)
+        if n > 10:
+            x[::5] = np.nan  # NaNs are dropped
+        f = x[np.isfinite(x)]
+        q1, q3 = np.percentile(f, [25, 75])
+        assert _iqr(x) == pytest.approx(q3 - q1, abs=1e-12)
+    assert _iqr(np.array([1.0, np.nan])) is None
+
+
+@pytest.mark.parametrize("shape", [(500, 750), (501, 751), (450, 600), (150, 200), (3000, 4000), (64, 900), (65, 64)])
+def test_to_work_is_a_box_average_of_the_right_size(shape):
+    """Halvings then one INTER_AREA step: the target size, and within a few levels of a direct INTER_AREA."""
+    import cv2
+
+    from lesionkit.skintone.strategies import to_work
+
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), ((xx + yy) % 256)], -1).astype(np.uint8)
+    out = to_work(img, 64)
+    s = 64 / min(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    assert out.shape == (size[1], size[0], 3)
+    ref = cv2.resize(img, size, interpolation=cv2.INTER_AREA).astype(np.float64)
+    smooth = out[..., :2].astype(np.float64) - ref[..., :2]  # the two ramps (the third channel wraps at 255)
+    assert np.abs(smooth).mean() < 1.5
+    assert to_work(img[:50, :60], 64).shape == (50, 60, 3)  # smaller images are never upscaled

@@ -55,7 +55,8 @@ import cv2
 import numpy as np
 
 from lesionkit.errors import UsageError
-from lesionkit.prep.order_stats import median
+from lesionkit.prep.color import rgb_max, rgb_min
+from lesionkit.prep.order_stats import median, percentile_linear
 from lesionkit.skintone.lab import lab_to_ita, rgb_to_lab
 
 __all__ = [
@@ -136,21 +137,21 @@ class SkinToneResult:
 def to_work(img: np.ndarray, work_side: int) -> np.ndarray:
     """Downscale (area averaging) so the short side is ``work_side`` px; smaller images are returned unchanged.
 
-    OpenCV's ``INTER_AREA`` is fast only for integer ratios, so a ratio ``r >= 2`` first averages ``floor(r)`` x
-    ``floor(r)`` blocks (the last ``< floor(r)`` rows / columns are dropped) and then applies ``INTER_AREA`` for
-    the remaining ratio below 2: 2-3x faster (0.4 vs 0.9 ms for 750x500 -> 96x64), the same box average to
-    within a fraction of an output pixel's position, which a skin colour does not see.
+    OpenCV's ``INTER_AREA`` is fast only for integer ratios, so the image is first halved (2x2 block means, an
+    odd last row / column dropped) while it stays at least the target size, and the remaining ratio
+    (below 2) is one ``INTER_AREA``: 750x500 -> 96x64 in 0.23 ms instead of 0.8 ms, 47 dB PSNR against a direct
+    ``INTER_AREA`` (the box boundaries move by less than 2 source pixels; a skin colour does not see that).
     """
     h, w = img.shape[:2]
     s = work_side / min(h, w)
     if s >= 1.0:
         return img
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    f = int(min(w / size[0], h / size[1]))
-    if f >= 2:
-        hh, ww = h // f * f, w // f * f
-        img = cv2.resize(img[:hh, :ww], (ww // f, hh // f), interpolation=cv2.INTER_AREA)
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    while w // 2 >= size[0] and h // 2 >= size[1]:  # each halving keeps at least the target size
+        hh, ww = h // 2 * 2, w // 2 * 2
+        img = cv2.resize(img[:hh, :ww], (ww // 2, hh // 2), interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+    return img if (w, h) == size else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def _fail(reason: str, **kw: Any) -> SkinToneResult:
@@ -163,8 +164,8 @@ def check_colour_image(img: np.ndarray, grey_tol: int = 2) -> str | None:
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         return f"not an RGB uint8 image (got {img.dtype} {img.shape})"
     small = img[::2, ::2] if img.shape[0] * img.shape[1] <= 65536 else to_work(img, 128)
-    hi = small.max(-1)
-    lo = small.min(-1)
+    hi = rgb_max(small)
+    lo = rgb_min(small)
     if float(np.mean(hi < 20)) >= 0.98:
         return "black image: (almost) every pixel is black, no visible skin"
     if float(np.mean((hi.astype(np.int16) - lo) <= grey_tol)) >= 0.99:
@@ -243,8 +244,7 @@ def _iqr(x: np.ndarray) -> float | None:
     x = x[np.isfinite(x)]
     if x.size < 2:
         return None
-    q1, q3 = np.percentile(x, [25, 75])
-    return float(q3 - q1)
+    return percentile_linear(x, 75.0) - percentile_linear(x, 25.0)  # np.percentile's default method
 
 
 def _finish(L: float, b: float, cfg: SkinToneConfig, allow_cast: bool = False, **kw: Any) -> SkinToneResult:
@@ -360,7 +360,7 @@ def _valid_pixels(work: np.ndarray, lab: np.ndarray, min_chroma: float = 0.0) ->
     ``min_chroma`` > 0, of a plausible skin colour (:func:`_skin_hue`; white / grey rulers, light veils,
     blue-grey regions and marker ink are not)."""
     L = lab[..., 0]
-    spec = (work.max(-1) >= 250) & (L > 90.0)
+    spec = (rgb_max(work) >= 250) & (L > 90.0)
     ok = (L > 8.0) & (L < 99.0) & ~spec
     if min_chroma > 0:
         ok &= _skin_hue(lab, min_chroma)
