@@ -363,3 +363,21 @@ def test_order_stats_median_and_otsu_fast_paths() -> None:
             between = (m0[-1] * w0 / w0[-1] - m0) ** 2 / (w0 * (w0[-1] - w0))
         between[~np.isfinite(between)] = -1
         assert _otsu(v) == float(edges[int(np.argmax(between)) + 1])
+
+
+def test_uint8_histogram_median_and_percentile_equal_numpy() -> None:
+    from lesionkit.prep.order_stats import median_u8, percentile_linear_u8
+
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        lo = int(rng.integers(0, 250))
+        x = rng.integers(lo, lo + int(rng.integers(1, 7)), (15, 22), dtype=np.uint8)  # many ties; even and odd counts
+        m = rng.random(x.shape) < rng.uniform(0.02, 1.0)
+        if not m.any():
+            continue
+        assert median_u8(x, m) == np.median(x[m]), i
+        for q in (0.0, 25.0, 75.0, 90.0, 100.0):
+            assert percentile_linear_u8(x, m, q) == pytest.approx(np.percentile(x[m], q), abs=1e-12), (i, q)
+    assert median_u8(np.array([[3, 8]], np.uint8)) == 5.5  # no mask: every pixel
+    with pytest.raises(ValueError):
+        median_u8(np.ones((2, 2), np.uint8), np.zeros((2, 2), bool))

@@ -395,14 +395,3 @@ def test_channels_match_numpy(name):
     out = _channel(img, name)
     assert out.flags.c_contiguous and np.array_equal(out, ref)
 
-
-def test_masked_uint8_median_equals_numpy():
-    from lesionkit.prep.hair import _median_u8
-
-    rng = np.random.default_rng(3)
-    for i in range(300):
-        lo = int(rng.integers(0, 250))
-        ch = rng.integers(lo, lo + int(rng.integers(1, 7)), (15, 22), dtype=np.uint8)  # many ties, even and odd counts
-        m = rng.random(ch.shape) < rng.uniform(0.02, 1.0)
-        if m.any():
-            assert _median_u8(ch, m) == int(np.uint8(np.median(ch[m]))), i

@@ -36,7 +36,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from lesionkit.prep.order_stats import median, percentile_linear
+from lesionkit.prep.color import rgb_max, rgb_min
+from lesionkit.prep.order_stats import median, percentile_linear, percentile_linear_u8
 
 __all__ = [
     "CHANNELS", "Box", "FovResult", "LesionSegmentation", "center_crop_square", "crop", "detect_fov", "fov_crop_box",
@@ -262,11 +263,18 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
         return FovResult(full_true, None, False, None, "image too small to look for a field of view")
     small, s = _work(img)
     h, w = small.shape[:2]
-    f = cv2.GaussianBlur(small, (0, 0), 1.0).astype(np.float32)
-    chans = cv2.split(f) if f.ndim == 3 else [f, f, f]  # per-channel max / min with OpenCV: numpy's reduction over a length-3 axis is ~10x slower
-    v = cv2.max(cv2.max(chans[0], chans[1]), chans[2])
-    chroma = v - cv2.min(cv2.min(chans[0], chans[1]), chans[2])
-    ref = percentile_linear(v[_central_ellipse(h, w)], 75.0)
+    f = cv2.GaussianBlur(small, (0, 0), 1.0)
+    if f.ndim == 3 and f.dtype == np.uint8:  # max / min on the uint8 pixels (exact), then float
+        v8 = rgb_max(f)
+        chroma = cv2.subtract(v8, rgb_min(f)).astype(np.float32)
+        v = v8.astype(np.float32)
+        ref = percentile_linear_u8(v8, _central_ellipse(h, w), 75.0)
+    else:
+        f = f.astype(np.float32)
+        chans = cv2.split(f) if f.ndim == 3 else [f, f, f]
+        v = cv2.max(cv2.max(chans[0], chans[1]), chans[2])
+        chroma = v - cv2.min(cv2.min(chans[0], chans[1]), chans[2])
+        ref = percentile_linear(v[_central_ellipse(h, w)], 75.0)
     if ref < 20:
         return FovResult(full_true, None, False, None, f"image centre too dark to judge (brightness {ref:.0f})")
     thr = dark_ratio * ref

@@ -315,20 +315,6 @@ def _tophat(ch: np.ndarray, dark: bool, kernels: tuple[tuple[np.ndarray, ...], .
     return resp
 
 
-def _median_u8(ch: np.ndarray, mask: np.ndarray) -> int:
-    """``np.uint8(np.median(ch[mask]))`` from a masked histogram: the middle value, or the floor of the mean of the
-    two middle ones (``mask`` non-empty)."""
-    import cv2
-
-    c = np.cumsum(cv2.calcHist([ch], [0], mask.view(np.uint8), [256], [0, 256]).ravel(), dtype=np.float64)
-    n = int(c[-1])
-    hi = int(np.searchsorted(c, n // 2 + 1))  # order statistic n // 2 (0-based): first v with more than n // 2 below or at
-    if n % 2:
-        return hi
-    lo = int(np.searchsorted(c, n // 2))  # order statistic n // 2 - 1
-    return (lo + hi) // 2
-
-
 def _threshold(resp: np.ndarray, params: HairParams, fov: np.ndarray | None) -> float:
     """The fixed threshold, or the ``"auto"`` one: ``max(auto_floor, median + auto_k * 1.4826 * MAD)`` of the
     response over the field of view. Median and MAD treat each integer response ``v`` as spread uniformly over
@@ -484,9 +470,11 @@ def _detect_one(img: np.ndarray, params: HairParams, fov: np.ndarray | None, dar
                 exclude: np.ndarray | None = None) -> np.ndarray:
     import cv2
 
+    from lesionkit.prep.order_stats import median_u8
+
     ch = _channel(img, params.dark_channel if dark else params.light_channel)
     if fov is not None and not fov.all():  # ch is a new array (from _channel): filled in place
-        ch[~fov] = _median_u8(ch, fov) if fov.any() else 0
+        ch[~fov] = int(median_u8(ch, fov)) if fov.any() else 0  # np.uint8(np.median(...)): the floor
     if exclude is not None and exclude.any():
         # dark strands already found: fill them (closing), so the skin between two of them is not a thin bright
         # structure for the white top-hat
