@@ -226,16 +226,18 @@ def robust_colour(L: np.ndarray, b: np.ndarray, k: float = 2.5, iters: int = 6,
     mode (:func:`lightest_mode`); the window then moves to the nearest mode of the whole distribution.
     Returns ``(median L*, median b*, kept mask)``. Inputs: 1-D float arrays of equal length (non-empty)."""
     keep = np.ones(L.shape, bool) if start is None or not start.any() else start
+    fresh = False  # mL, mb are the medians of the current `keep`
     for _ in range(iters):
         Lk, bk = L[keep], b[keep]
         mL, mb = median(Lk), median(bk)
+        fresh = True
         sL = max(1.4826 * median(np.abs(Lk - mL)), floor[0])
         sb = max(1.4826 * median(np.abs(bk - mb)), floor[1])
         new = (np.abs(L - mL) <= k * sL) & (np.abs(b - mb) <= k * sb)
         if not new.any() or np.array_equal(new, keep):
             break
-        keep = new
-    if keep.any():
+        keep, fresh = new, False
+    if not fresh and keep.any():
         mL, mb = median(L[keep]), median(b[keep])
     return mL, mb, keep
 
