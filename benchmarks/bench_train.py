@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -79,7 +80,7 @@ def main() -> None:
     ws = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench_train."))
     syn = ws / "syn"
     if not (syn / "manifest.parquet").exists():
-        generate(syn, n=a.n, size=max(64, a.img_size), seed=0, workers=2)
+        generate(syn, n=a.n, size=max(64, a.img_size), seed=0, workers=min(8, os.cpu_count() or 2))
     if not (ws / "splits.json").exists():
         run_split(syn / "manifest.parquet", ws / "splits.json", n_folds=8, seed=0)
     device = resolve_device(a.device)
