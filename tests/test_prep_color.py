@@ -155,3 +155,7 @@ def test_rgb_max_min_equal_numpy_on_views_and_odd_shapes():
             mx, mn = rgb_max(view), rgb_min(view)
             assert mx.flags.c_contiguous and mn.flags.c_contiguous
             assert np.array_equal(mx, view.max(-1)) and np.array_equal(mn, view.min(-1))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        rgb_max(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        rgb_min(np.zeros((4, 4, 3), np.float32))

@@ -50,12 +50,16 @@ def rgb_max(img: np.ndarray) -> np.ndarray:
     """``img.max(-1)`` of an RGB uint8 image ``(H, W, 3)`` as a new contiguous ``(H, W)`` uint8 array: a 1x3
     dilation of the interleaved rows anchored at the left puts max(R, G, B) of pixel x at byte 3x (10-40x
     faster than numpy's reduction over a last axis of 3, 2.5x faster than a channel split)."""
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {img.dtype} {img.shape}")
     h, w = img.shape[:2]
     return cv2.dilate(np.ascontiguousarray(img).reshape(h, w * 3), _ROW3, anchor=(0, 0))[:, ::3].copy()
 
 
 def rgb_min(img: np.ndarray) -> np.ndarray:
     """``img.min(-1)`` of an RGB uint8 image ``(H, W, 3)``, as :func:`rgb_max` (a 1x3 erosion)."""
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {img.dtype} {img.shape}")
     h, w = img.shape[:2]
     return cv2.erode(np.ascontiguousarray(img).reshape(h, w * 3), _ROW3, anchor=(0, 0))[:, ::3].copy()
 

@@ -264,7 +264,7 @@ def detect_fov(img: np.ndarray, dark_ratio: float = 0.5, min_dark_frac: float = 
     small, s = _work(img)
     h, w = small.shape[:2]
     f = cv2.GaussianBlur(small, (0, 0), 1.0)
-    if f.ndim == 3 and f.dtype == np.uint8:  # max / min on the uint8 pixels (exact), then float
+    if f.ndim == 3 and f.shape[2] == 3 and f.dtype == np.uint8:  # max / min on the uint8 pixels (exact), then float
         v8 = rgb_max(f)
         chroma = cv2.subtract(v8, rgb_min(f)).astype(np.float32)
         v = v8.astype(np.float32)
