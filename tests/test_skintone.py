@@ -226,6 +226,31 @@ def test_label_image_decode_and_grey_files(tmp_path):
     assert "no image" in label_image(None, cfg)["skintone_error"]
 
 
+@pytest.mark.parametrize("method", ["mask", "bevan"])
+def test_label_batch_equals_one_image_at_a_time(tmp_path, monkeypatch, method):
+    """Decoding a batch before measuring it changes nothing: every record (errors included, in any position)
+    equals label_image's; a small byte budget flushes the batch early with the same records."""
+    import lesionkit.skintone.run as R
+    from lesionkit.synthetic import make_specs, render_sample
+
+    cfg = SkinToneConfig(method=method)
+    paths: list[str | None] = []
+    for i, spec in enumerate(make_specs(5, 160, 3)):
+        p = tmp_path / f"s{i}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(render_sample(spec)[0], cv2.COLOR_RGB2BGR))
+        paths.append(str(p))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    paths[2:2] = [str(bad), None]
+    items = list(enumerate(paths))
+    single = {i: label_image(p, cfg) for i, p in items}
+    assert dict(R.label_batch(items, cfg)) == single
+    monkeypatch.setattr(R, "BATCH_BYTES", 1)  # every decoded image flushes the batch
+    assert dict(R.label_batch(items, cfg)) == single
+    assert sum(r.get("skintone_error") is not None for r in single.values()) >= 2  # the bad file and the <NA> row
+    assert sum(r.get("ita_deg") is not None for r in single.values()) >= 4
+
+
 # ----------------------------------------------------------------------------------------------- agreement
 
 

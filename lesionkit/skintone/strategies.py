@@ -510,14 +510,16 @@ def kmeans_method(img: np.ndarray, cfg: SkinToneConfig, k: int = 4, max_pixels: 
 _DISPATCH = {"bevan": bevan, "patch-median": patch_median, "mask": mask_method, "kmeans": kmeans_method}
 
 
-def estimate(img: np.ndarray, cfg: SkinToneConfig | None = None) -> SkinToneResult:
+def estimate(img: np.ndarray, cfg: SkinToneConfig | None = None, work: np.ndarray | None = None) -> SkinToneResult:
     """Skin tone of one RGB uint8 image ``(H, W, 3)`` with ``cfg.method``. Never raises for image content:
-    grayscale / black / skinless images come back with ``ita_deg=None`` and a reason in ``error``."""
+    grayscale / black / skinless images come back with ``ita_deg=None`` and a reason in ``error``.
+    ``work``: ``to_work(img, cfg.work_side)`` when the caller already has it (ignored by ``bevan``)."""
     cfg = cfg or SkinToneConfig()
     if cfg.method == "bevan":
         why = check_colour_image(img, cfg.grey_tol)
         return _fail(why) if why else bevan(img, cfg)
-    work = to_work(img, cfg.work_side)  # reduce once (the methods' own to_work is then a no-op)
+    if work is None:
+        work = to_work(img, cfg.work_side)  # reduce once (the methods' own to_work is then a no-op)
     why = check_colour_image(work, cfg.grey_tol)
     if why:
         return _fail(why)
