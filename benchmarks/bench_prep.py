@@ -103,28 +103,30 @@ def pass_throughput(fn, paths: list[Path], workers: int, cfg: PrepConfig) -> flo
 
 
 def paired_per_image(paths: list[Path], cfg: PrepConfig, out: Path, repeats: int) -> dict:
-    """One core, in this process: for every file, decode it as prep does, then run prep's whole per-image task
-    (read, hash, decode, process, encode, write); ``repeats`` rounds; the per-file median of each; the ratio of
-    their sums. Interleaving file by file makes this the steadiest number on a shared machine (the pool runs
-    above swing by +-5% from run to run)."""
-    from lesionkit.prep.pipeline import Task, run_task
+    """One core, in this process: for every batch of prep's task size (``pipeline.BATCH`` files), decode its files as
+    prep does, then run prep's worker on them (``run_batch``: read, hash, decode, process, encode, write);
+    ``repeats`` rounds; the per-batch median of each; the ratio of their sums. Interleaving batch by batch makes
+    this the steadiest number on a shared machine (the pool runs above swing by +-5% from run to run)."""
+    from lesionkit.prep.pipeline import BATCH, Task, run_batch
 
     _set_cfg(cfg)
     tasks = [Task(p.stem, str(p), str(out), None, None) for p in paths]
-    run_task(tasks[0], cfg, cfg.digest())
-    td = np.zeros((repeats, len(paths)))
-    tp = np.zeros((repeats, len(paths)))
+    batches = [list(range(j, min(j + BATCH, len(paths)))) for j in range(0, len(paths), BATCH)]
+    run_batch(tasks[:1], cfg, cfg.digest())
+    td = np.zeros((repeats, len(batches)))
+    tp = np.zeros((repeats, len(batches)))
     for r in range(repeats):
-        for i, (p, t) in enumerate(zip(paths, tasks, strict=True)):
+        for i, idx in enumerate(batches):
             t0 = time.perf_counter()
-            _decode_only(str(p))
+            for k in idx:
+                _decode_only(str(paths[k]))
             t1 = time.perf_counter()
-            run_task(t, cfg, cfg.digest())
+            run_batch([tasks[k] for k in idx], cfg, cfg.digest())
             tp[r, i] = time.perf_counter() - t1
             td[r, i] = t1 - t0
     dec, pre = float(np.median(td, 0).sum()), float(np.median(tp, 0).sum())
     return {"decode_ms": round(1000 * dec / len(paths), 2), "prep_ms": round(1000 * pre / len(paths), 2),
-            "prep_vs_decode": round(dec / pre, 3), "files": len(paths), "repeats": repeats}
+            "prep_vs_decode": round(dec / pre, 3), "files": len(paths), "batch": BATCH, "repeats": repeats}
 
 
 def prep_throughput(manifest: Path, out: Path, cfg: PrepConfig, workers: int) -> float:
@@ -185,7 +187,7 @@ def main() -> None:
         r = res[f"workers_{w}"]
         print(f"| {w} | {r['decode_only_img_s']} | {r['prep_img_s']} | {r['prep_vs_decode']} |")
     pp = res["paired_per_image_1_core"]
-    print(f"\npaired per image, one core ({pp['files']} files x {pp['repeats']}): decode {pp['decode_ms']} ms, "
+    print(f"\npaired, one core ({pp['files']} files in batches of {pp['batch']} x {pp['repeats']}): decode {pp['decode_ms']} ms, "
           f"prep {pp['prep_ms']} ms -> prep / decode {pp['prep_vs_decode']}")
     print(f"\n2 vs 1 worker: prep {res['prep_2_vs_1_workers']}x, decode {res['decode_2_vs_1_workers']}x; "
           f"pool start {res['pool_start_s_2_workers']} s; prep vs naive full decode {res['prep_vs_full_decode_1_worker']}")

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import multiprocessing
 import os
+from collections.abc import Iterable, Iterator
 from multiprocessing.context import BaseContext
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _MALLOC_TUNED = False
 
@@ -51,3 +56,18 @@ def tune_malloc(mmap_threshold: int = 64 << 20, trim_threshold: int = 128 << 20)
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): keep the allocator's defaults
         _MALLOC_TUNED = False
     return _MALLOC_TUNED
+
+
+def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``n`` items (the last may be shorter), lazily: ``itertools.batched`` of Python 3.12."""
+    if n < 1:
+        raise ValueError(f"batch size must be at least 1 (got {n})")
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
+
+
+def task_batch_size(n_items: int, workers: int, cap: int) -> int:
+    """Items per worker task: at most ``cap``, and small enough that every worker gets about four tasks (no
+    worker idles while another finishes a long last batch)."""
+    return max(1, min(cap, n_items // (max(1, workers) * 4)))

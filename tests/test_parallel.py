@@ -46,3 +46,17 @@ def test_tune_malloc_is_idempotent():
     from lesionkit.parallel import tune_malloc
 
     assert tune_malloc() == tune_malloc()
+
+
+def test_batched_and_task_batch_size():
+    from lesionkit.parallel import batched, task_batch_size
+
+    assert list(batched(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batched(iter([]), 4)) == []
+    assert list(batched("ab", 5)) == [["a", "b"]]
+    with pytest.raises(ValueError):
+        list(batched([1], 0))
+    assert task_batch_size(192, 2, 8) == 8  # 24 tasks for 2 workers
+    assert task_batch_size(24, 1, 8) == 6  # about four tasks per worker
+    assert task_batch_size(5, 2, 8) == 1
+    assert task_batch_size(0, 4, 8) == 1

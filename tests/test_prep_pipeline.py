@@ -208,3 +208,40 @@ def test_output_stem_is_safe_and_unique():
     a, b = output_stem("mel/img 1"), output_stem("mel_img_1")
     assert "/" not in a and a != b
     assert not output_stem("../../etc/passwd").startswith(".")
+
+
+def test_batch_worker_equals_one_task_at_a_time(synth_manifest, tmp_path, monkeypatch):
+    """run_batch (decode several inputs, then process them) gives the records and files of run_task per input:
+    good images, undecodable and missing files, a metadata-only row and an already finished input, also when
+    the byte budget flushes after every image."""
+    import lesionkit.prep.pipeline as P
+
+    df = read_manifest(synth_manifest).df.head(5)
+    bad = _bad_inputs(tmp_path / "bad")
+    cfg = PrepConfig(size=64, hair="lesionkit", inpaint=("ink",), save_masks=True)
+    dig = cfg.digest()
+
+    def tasks(out: Path) -> list:
+        ts = [P.Task(s, str(p), str(out), None, None) for s, p in zip(df["sample_id"], df["image_path"], strict=True)]
+        ts.insert(1, P.Task("trunc", str(bad["truncated"]), str(out), None, None))
+        ts.insert(3, P.Task("meta", None, str(out), None, None))
+        ts.append(P.Task("gone", str(tmp_path / "missing.jpg"), str(out), None, None))
+        return ts
+
+    one = tmp_path / "one"
+    ref = [P.run_task(t, cfg, dig) for t in tasks(one)]
+    assert [r["status"] for r in ref].count("done") == 5 and [r["status"] for r in ref].count("failed") == 3
+    for budget in (P.BATCH_BYTES, 1):
+        monkeypatch.setattr(P, "BATCH_BYTES", budget)
+        out = tmp_path / f"batch{budget}"
+        assert P.run_batch(tasks(out), cfg, dig) == ref
+        files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+        assert all((out / f).read_bytes() == (one / f).read_bytes() for f in files)
+    # an input finished earlier with the same key is skipped inside a batch too
+    first = ref[0]
+    again = tasks(one)
+    again[0] = P.Task(again[0].sample_id, again[0].path, str(one), first["prep_key"], first["prep_path"])
+    recs = P.run_batch(again, cfg, dig)
+    assert recs[0] == {"sample_id": first["sample_id"], "prep_key": first["prep_key"], "status": "skipped"}
+    assert recs[1:] == ref[1:]

@@ -23,8 +23,8 @@ from lesionkit.manifest.io import (
     read_manifest,
     write_manifest,
 )
-from lesionkit.parallel import mp_context
-from lesionkit.prep.pipeline import PrepConfig, Task, prep_image, run_task
+from lesionkit.parallel import batched, mp_context, task_batch_size
+from lesionkit.prep.pipeline import BATCH, PrepConfig, Task, prep_image, run_batch
 
 LOG = "prep_log.jsonl"
 PRELOAD = ["lesionkit.prep.pipeline", "lesionkit.prep.decode", "lesionkit.prep.geometry", "lesionkit.prep.hair",
@@ -141,7 +141,7 @@ def run_prep(manifest_path: Path, out_dir: Path, cfg: PrepConfig, workers: int =
     reasons: Counter[str] = Counter()
     records = dict(done)
     t0 = time.perf_counter()
-    worker = partial(run_task, cfg=cfg, cfg_digest=digest)
+    worker = partial(run_batch, cfg=cfg, cfg_digest=digest)
     with open(out_dir / LOG, "a", encoding="utf-8") as log:
         def consume(results: Iterator[dict[str, Any]]) -> None:
             for rec in track(results, len(df), "prep"):
@@ -155,13 +155,13 @@ def run_prep(manifest_path: Path, out_dir: Path, cfg: PrepConfig, workers: int =
                 log.write(json.dumps(rec, allow_nan=False) + "\n")
                 log.flush()  # survives kill -9 (the kernel has the bytes)
 
-        tasks = _tasks(df, out_dir, done)
+        batches = batched(_tasks(df, out_dir, done), task_batch_size(len(df), workers, BATCH))
         if workers <= 1:
             _init_worker()
-            consume(map(worker, tasks))
+            consume(rec for recs in map(worker, batches) for rec in recs)
         else:
             with mp_context(PRELOAD).Pool(workers, initializer=_init_worker) as pool:
-                consume(pool.imap_unordered(worker, tasks, chunksize=1))  # 50+ ms tasks: no batching, no tail
+                consume(rec for recs in pool.imap_unordered(worker, batches) for rec in recs)
     elapsed = time.perf_counter() - t0
     processed = counts["done"] + counts["failed"]
 

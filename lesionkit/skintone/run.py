@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -30,7 +29,7 @@ from lesionkit.manifest.io import (
     read_manifest,
     write_manifest,
 )
-from lesionkit.parallel import mp_context
+from lesionkit.parallel import batched, mp_context, task_batch_size
 from lesionkit.skintone.lab import LAB_IMPLEMENTATION
 from lesionkit.skintone.strategies import SkinToneConfig, estimate
 from lesionkit.skintone.thresholds import ThresholdSet, parse_thresholds
@@ -210,9 +209,7 @@ def run_label_skintone(manifest_path: Path | str, out_path: Path | str, cfg: Ski
     records: list[dict[str, Any]] = [{} for _ in paths]
     t0 = time.perf_counter()
     worker = partial(label_batch, cfg=cfg, max_pixels=max_pixels)
-    k = max(1, min(BATCH, len(paths) // (workers * 4)))  # small enough that no worker idles at the end
-    indexed = list(enumerate(paths))
-    batches: Iterator[list[tuple[int, str | None]]] = (indexed[j:j + k] for j in range(0, len(indexed), k))
+    batches = batched(enumerate(paths), task_batch_size(len(paths), workers, BATCH))
     with ExitStack() as stack:
         if workers == 1 or len(paths) < 2:
             _init_worker()
