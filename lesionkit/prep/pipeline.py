@@ -9,7 +9,8 @@ Resumability: each finished image appends one JSON line to ``prep_log.jsonl`` (a
 moved into place atomically). A record's ``prep_key`` = xxh3-128(input bytes) + sha256(config), so a re-run
 skips an image only when both its content and the config are unchanged (xxh3 is not cryptographic, which a
 change detector does not need, and hashes a 24 MP JPEG in 0.1 ms instead of sha256's 2 ms). A killed run (even ``kill -9``)
-loses at most the images in flight; a torn last log line is ignored.
+loses at most the images in flight (a worker task is a batch of up to :data:`BATCH` inputs, see
+:func:`run_batch`); a torn last log line is ignored.
 """
 
 from __future__ import annotations
