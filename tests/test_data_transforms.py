@@ -211,3 +211,31 @@ def test_preset_errors():
         build_transform("strong", 32, True)
     with pytest.raises(ValueError, match="uint8"):
         build_transform("none", 32, False)(np.zeros((32, 32, 3), np.float32))
+
+
+def test_color_jitter_equals_torchvision_with_the_same_draws():
+    """Same seed → same factors and step order as torchvision's ColorJitter; the OpenCV hue step agrees to 1e-5
+    (pure colours, greys, black and white included); uint8 input falls back to torchvision's kernels exactly."""
+    from torchvision.transforms import v2
+
+    from lesionkit.data.transforms import ColorJitter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 40, 50, generator=g)
+    x[:, :5, :5] = 0.5
+    x[:, 5:10, :5] = 0.0
+    x[:, 10:15, :5] = 1.0
+    x[:, 15:20, :5] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    kw = {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.2}
+    for seed in range(40):
+        torch.manual_seed(seed)
+        ref = v2.ColorJitter(**kw)(x)
+        torch.manual_seed(seed)
+        out = ColorJitter(**kw)(x)
+        assert out.dtype == ref.dtype and out.shape == ref.shape
+        assert torch.allclose(out, ref, atol=1e-5), (seed, float((out - ref).abs().max()))
+    u8 = (x * 255).round().to(torch.uint8)
+    torch.manual_seed(1)
+    ref = v2.ColorJitter(**kw)(u8)
+    torch.manual_seed(1)
+    assert torch.equal(ColorJitter(**kw)(u8), ref)
