@@ -12,11 +12,13 @@ import ctypes.util
 import itertools
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 from typing import TypeVar
 
 T = TypeVar("T")
+S = TypeVar("S")
+R = TypeVar("R")
 
 _MALLOC_TUNED = False
 
@@ -71,3 +73,32 @@ def task_batch_size(n_items: int, workers: int, cap: int) -> int:
     """Items per worker task: at most ``cap``, and small enough that every worker gets about four tasks (no
     worker idles while another finishes a long last batch)."""
     return max(1, min(cap, n_items // (max(1, workers) * 4)))
+
+
+def run_staged(items: Sequence[T], stage: Callable[[T], tuple[R | None, S | None, int]],
+               finish: Callable[[T, S], R], max_bytes: int) -> list[R]:
+    """A worker task in two phases: ``stage`` every item (read, decode: ``(result, None, 0)`` when that already
+    gives the item's final result, else ``(None, staged, bytes held)``), then ``finish`` the staged ones one after
+    another, early whenever ``max_bytes`` are held. Running each phase over several items in a row keeps its code
+    and data in the CPU caches (after a 24 MP decode the next step otherwise starts cold). Results in item order."""
+    out: list[R | None] = [None] * len(items)
+    pending: list[tuple[int, S]] = []
+    held = 0
+
+    def flush() -> None:
+        for j, st in pending:
+            out[j] = finish(items[j], st)
+        pending.clear()
+
+    for j, item in enumerate(items):
+        result, staged, nbytes = stage(item)
+        if staged is None:
+            out[j] = result
+            continue
+        pending.append((j, staged))
+        held += nbytes
+        if held >= max_bytes:
+            flush()
+            held = 0
+    flush()
+    return out  # type: ignore[return-value]  # every slot is filled

@@ -60,3 +60,25 @@ def test_batched_and_task_batch_size():
     assert task_batch_size(24, 1, 8) == 6  # about four tasks per worker
     assert task_batch_size(5, 2, 8) == 1
     assert task_batch_size(0, 4, 8) == 1
+
+
+def test_run_staged_order_and_byte_budget():
+    from lesionkit.parallel import run_staged
+
+    log: list[str] = []
+
+    def stage(x: int):
+        log.append(f"s{x}")
+        return (-x, None, 0) if x % 3 == 0 else (None, x * 10, 4)
+
+    def finish(x: int, st: int) -> int:
+        log.append(f"f{x}")
+        return st + x
+
+    items = [1, 2, 3, 4, 5]
+    assert run_staged(items, stage, finish, max_bytes=100) == [11, 22, -3, 44, 55]
+    assert log == ["s1", "s2", "s3", "s4", "s5", "f1", "f2", "f4", "f5"]  # all staged first, then finished
+    log.clear()
+    assert run_staged(items, stage, finish, max_bytes=8) == [11, 22, -3, 44, 55]
+    assert log == ["s1", "s2", "f1", "f2", "s3", "s4", "s5", "f4", "f5"]  # flushed once 8 bytes are held
+    assert run_staged([], stage, finish, 8) == []

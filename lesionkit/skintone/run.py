@@ -90,28 +90,23 @@ def _record(res: Any) -> dict[str, Any]:
 def label_batch(items: list[tuple[int, str | None]], cfg: SkinToneConfig,
                 max_pixels: int = 178_956_970) -> list[tuple[int, dict[str, Any]]]:
     """Label several images (``(index, path)`` pairs): decode each and reduce it to the working size, then
-    measure them one after the other (at most :data:`BATCH_BYTES` of decoded pixels held). A measurement right
-    after a camera-size decode starts with the decoder's code and data in the CPU caches; measuring a batch in a
-    row keeps the estimator's there: 3.2 -> 2.6 ms per image for 6000x4000 JPEGs, the same results.
-    Returns ``(index, record)`` pairs; a record holds the :data:`SKINTONE_COLUMNS` values except the category
-    columns, or a ``skintone_error`` reason."""
+    measure them one after the other (:func:`lesionkit.parallel.run_staged`, at most :data:`BATCH_BYTES` of
+    decoded pixels held): 3.2 -> 2.6 ms per image for 6000x4000 JPEGs, the same results.
+    Returns ``(index, record)`` pairs in item order; a record holds the :data:`SKINTONE_COLUMNS` values except
+    the category columns, or a ``skintone_error`` reason."""
+    from lesionkit.parallel import run_staged
     from lesionkit.skintone.strategies import to_work
 
-    out: list[tuple[int, dict[str, Any]]] = []
-    staged: list[tuple[int, np.ndarray, np.ndarray | None]] = []
-    held = 0
-    for i, path in items:
-        img, err = _decode(path, cfg, max_pixels)
+    def stage(item: tuple[int, str | None]) -> tuple[Any, Any, int]:
+        img, err = _decode(item[1], cfg, max_pixels)
         if err is not None:
-            out.append((i, err))
-            continue
-        staged.append((i, img, None if cfg.method == "bevan" else to_work(img, cfg.work_side)))
-        held += img.nbytes
-        if held >= BATCH_BYTES:
-            out.extend((k, _record(estimate(im, cfg, work=w))) for k, im, w in staged)
-            staged, held = [], 0
-    out.extend((k, _record(estimate(im, cfg, work=w))) for k, im, w in staged)
-    return out
+            return (item[0], err), None, 0
+        return None, (img, None if cfg.method == "bevan" else to_work(img, cfg.work_side)), img.nbytes
+
+    def finish(item: tuple[int, str | None], st: tuple[np.ndarray, np.ndarray | None]) -> tuple[int, dict[str, Any]]:
+        return item[0], _record(estimate(st[0], cfg, work=st[1]))
+
+    return run_staged(items, stage, finish, BATCH_BYTES)
 
 
 def label_image(path: str | None, cfg: SkinToneConfig, max_pixels: int = 178_956_970) -> dict[str, Any]:
