@@ -37,7 +37,8 @@ Algorithm of :func:`detect_hair` (every size below is in pixels of an image whos
 but still visible) and fills it with :func:`cv2.inpaint` (``inpaint_method``, ``inpaint_radius``).
 
 Sizes: with ``reference_size`` set, ``kernel_size``, ``line_length``, ``min_area`` (as an area) and ``dilate``
-scale with ``short side / reference_size`` (kernels stay odd and at least 3 px); with ``reference_size=None``
+scale with ``short side / reference_size`` (kernels stay odd and at least 3 px, a non-zero ``dilate`` at
+least 1 px); with ``reference_size=None``
 they are fixed pixels. ``inpaint_radius`` is always in pixels (cv2.inpaint's cost grows with its square). For
 speed, the line-support test of images at least twice the reference size runs on the candidate mask
 max-pooled by ``short side // reference_size``, and only when some component still needs it.
@@ -92,7 +93,8 @@ class HairParams:
         px: the cells of a pigment network or of its light negative) to the component's own area; 1 = no test.
     grow: hysteresis factor in [0, 1): candidates above ``grow * threshold`` on straight runs that touch a kept
         strand are added (0 = off).
-    dilate: dilation radius of the final mask before inpainting, px at ``reference_size`` (0 = none).
+    dilate: dilation radius of the final mask before inpainting, px at ``reference_size`` (0 = none; otherwise at
+        least 1 px at any size: the soft edge of a strand is a pixel wide however small the image).
     inpaint_method / inpaint_radius: :func:`cv2.inpaint` flavour (``"telea"`` or ``"ns"``) and radius in px (>= 1).
     dark_channel / light_channel: channel each polarity is measured on, one of ``CHANNELS``.
     auto_k / auto_floor: ``"auto"`` threshold = ``max(auto_floor, median + auto_k * 1.4826 * MAD)``.
@@ -555,7 +557,9 @@ def remove_hair(img: np.ndarray, params: HairParams,
         return img.copy(), det
     scale = _scale(params, img.shape)
     mask = det.mask.astype(np.uint8)
-    r = round(params.dilate * scale) if params.reference_size is not None else params.dilate
+    # a strand's soft (anti-aliased) edge is at least a pixel wide at any image size: never scale the radius to 0
+    r = max(1, round(params.dilate * scale)) if params.reference_size is not None and params.dilate > 0 \
+        else params.dilate
     if r > 0:
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         if fov_mask is not None:
