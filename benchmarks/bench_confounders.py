@@ -68,6 +68,7 @@ def synthetic(n: int, size: int, seed: int) -> dict:
         inpaint,
         remove_confounders,
     )
+    from lesionkit.prep.geometry import lesion_margin_px, segment_lesion
     from lesionkit.synthetic import make_specs, render_sample
 
     cv2.setNumThreads(1)
@@ -130,6 +131,13 @@ def synthetic(n: int, size: int, seed: int) -> dict:
             out_gt = inpaint(img, gt_mask, method, lesion_mask=m["lesion"])
             score(f"{method} (detected masks)", out_det)
             score(f"{method} (ground-truth masks)", out_gt)
+        # as `lesionkit prep` runs it: the lesion mask from segment_lesion (grown by a margin of skin), with and
+        # without telling the fill about that margin
+        seg = segment_lesion(img, fov)
+        for tag, margin in (("no margin", 0), ("margin", lesion_margin_px(img.shape))):
+            out_seg, _ = remove_confounders(img, kinds, "mishra", fov_mask=fov, lesion_mask=seg.mask if seg.found else None,
+                                            lesion_margin=margin)
+            score(f"mishra (detected masks, segmented lesion, {tag})", out_seg)
     ms = lambda xs: round(1000 * float(np.mean(xs)), 1)
     return {
         "n": n, "size": size, "seed": seed,

@@ -960,7 +960,7 @@ def inpaint(img: np.ndarray, mask: np.ndarray, method: str = "mishra", radius: i
 
 def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple[str, ...], method: str = "mishra",
                        fov_mask: np.ndarray | None = None, lesion_mask: np.ndarray | None = None,
-                       dilate: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                       dilate: int | None = None, lesion_margin: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Detect the confounders in ``kinds`` (subset of ``{"ink", "ruler"}``; "ruler" includes stickers) and inpaint them.
 
     Returns ``(restored image, info)`` with info keys: ``ink_frac`` (fraction of the image's pixels flagged
@@ -970,6 +970,12 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
     ``masks`` (dict: ``ink``, ``ruler`` (ticks only), ``sticker``, ``inpainted``: bool HxW). The union of the
     masks is dilated by ``dilate`` px (default: 2 px per 256 px of the short side, at least 1) before
     inpainting with ``method`` (see :func:`inpaint`); pixels outside ``fov_mask`` are never changed.
+
+    ``lesion_mask`` tells the ink detector where the lesion is and, for ``"mishra"``, which marks are filled from
+    lesion colours. ``lesion_margin`` (px): the mask includes this much skin around the lesion (as
+    :func:`lesionkit.prep.geometry.segment_lesion`'s does, :func:`~lesionkit.prep.geometry.lesion_margin_px`); the
+    fill then takes the mask eroded by it, so a marker ring drawn in that margin is filled with skin, not with the
+    lesion's colour.
     """
     _check_img(img)
     ks = set(kinds)
@@ -979,6 +985,8 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
                          hint=f"use any of: {', '.join(CONFOUNDER_KINDS)}")
     if method not in INPAINT_METHODS:
         raise UsageError(f"unknown inpainting method {method!r}", hint=f"use one of: {', '.join(INPAINT_METHODS)}")
+    if not isinstance(lesion_margin, (int, np.integer)) or lesion_margin < 0:
+        raise UsageError(f"lesion_margin must be an int >= 0 (got {lesion_margin!r})")
     H, W = img.shape[:2]
     fov = _as_mask(fov_mask, (H, W), "fov_mask")
     les = _as_mask(lesion_mask, (H, W), "lesion_mask")
@@ -992,7 +1000,10 @@ def remove_confounders(img: np.ndarray, kinds: set[str] | frozenset[str] | tuple
         union = cv2.dilate(union.astype(np.uint8), _disk(r)) > 0
     if fov is not None:
         union &= fov
-    out = inpaint(img, union, method, lesion_mask=les) if union.any() else img.copy()
+    fill_les = les
+    if les is not None and lesion_margin > 0 and union.any():
+        fill_les = cv2.erode(les.view(np.uint8), _disk(int(lesion_margin))).view(bool)
+    out = inpaint(img, union, method, lesion_mask=fill_les) if union.any() else img.copy()
     info = {
         "ink_frac": float(ink.mean()),
         "ruler_detected": bool(det.ruler) if det is not None else False,

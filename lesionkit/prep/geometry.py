@@ -46,6 +46,7 @@ __all__ = [
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive
 WORK_SIDE = 256  # long side of the internal working resolution of detect_fov / segment_lesion
+LESION_GROW = 0.02  # segment_lesion grows its region by this fraction of the short side (a margin of skin)
 
 
 # ----------------------------------------------------------------------------------------------- resize / crop
@@ -430,6 +431,12 @@ class LesionSegmentation:
     contrast: float = float("nan")  # median channel value of the rest of the field minus that of the region
 
 
+def lesion_margin_px(shape: tuple[int, ...], grow: float = LESION_GROW) -> int:
+    """The margin of skin (px) that :func:`segment_lesion` with ``grow`` adds around the pigmented core of an image of
+    ``shape``, in that image's pixels (eroding the mask by it gives back the core, up to concavities it fills)."""
+    return round(grow * min(shape[:2]))
+
+
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold of float values in [0, 255] (256-bin histogram)."""
     v = np.asarray(values)
@@ -480,7 +487,7 @@ def _channel(img: np.ndarray, name: str) -> np.ndarray:
 
 
 def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac: float = 0.005,
-                   max_frac: float = 0.95, grow: float = 0.02, min_contrast: float = 8.0,
+                   max_frac: float = 0.95, grow: float = LESION_GROW, min_contrast: float = 8.0,
                    channel: str = "blue") -> LesionSegmentation:
     """Classical lesion segmentation (see the module docstring); the mask is returned at the input size.
 
@@ -490,7 +497,7 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
     ``grow``: the chosen region is dilated by this fraction of the short side (0.02 = 3 px at 200x150). Otsu on
     the blue channel finds the pigmented core; the HAM10000 reference masks are drawn with a margin around it,
     and growing by 2 % raises the mean Dice on HAM10000 from about 0.82 to 0.86 (``benchmarks/bench_lesion_seg.py``).
-    Use 0 for the tight core.
+    Use 0 for the tight core; :func:`lesion_margin_px` is the margin in pixels of the input.
     ``min_contrast``: the region's median (closed, blurred) blue value must be at least this many levels below
     the rest of the field, else Otsu has split skin texture or an illumination gradient (0.5 % of HAM10000 fall
     below 8; their mean Dice was 0.28).

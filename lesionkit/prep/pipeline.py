@@ -190,7 +190,9 @@ def prep_image(data: bytes | None, cfg: PrepConfig, decoded: tuple[np.ndarray, A
         seg = geometry.segment_lesion(img, fov_mask)
         lesion_mask = seg.mask if seg.found else None
     if cfg.inpaint:
-        img, conf = remove_confounders(img, set(cfg.inpaint), cfg.inpaint_method, fov_mask=fov_mask, lesion_mask=lesion_mask)
+        # lesion masks here come from segment_lesion, grown by a margin of skin: marks in it are filled with skin
+        img, conf = remove_confounders(img, set(cfg.inpaint), cfg.inpaint_method, fov_mask=fov_mask, lesion_mask=lesion_mask,
+                                       lesion_margin=geometry.lesion_margin_px(img.shape))
         if "ink" in cfg.inpaint:
             rec["ink_frac"] = float(conf["ink_frac"])
         if "ruler" in cfg.inpaint:
