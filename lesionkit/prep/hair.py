@@ -34,11 +34,13 @@ Algorithm of :func:`detect_hair` (every size below is in pixels of an image whos
    connected to a kept strand are added (a hair crossing a lesion contrasts less there than over skin).
 
 :func:`remove_hair` dilates the union of both masks by ``dilate`` px (a strand's soft edge is below threshold
-but still visible) and fills it with :func:`cv2.inpaint` (``inpaint_method``, ``inpaint_radius``).
+but still visible) and fills it with :func:`cv2.inpaint` (``inpaint_method``, ``inpaint_radius``). On small
+images, where that radius scales below half a pixel (short side <= 128 px at the defaults), it adds instead the
+pixels next to the strands that still respond at half the threshold (``HairDetection.soft_edge``): a full pixel
+of dilation there costs more lesion detail than it removes hair (``benchmarks/bench_hair.py`` at 96 and 128 px).
 
 Sizes: with ``reference_size`` set, ``kernel_size``, ``line_length``, ``min_area`` (as an area) and ``dilate``
-scale with ``short side / reference_size`` (kernels stay odd and at least 3 px, a non-zero ``dilate`` at
-least 1 px); with ``reference_size=None``
+scale with ``short side / reference_size`` (kernels stay odd and at least 3 px); with ``reference_size=None``
 they are fixed pixels. ``inpaint_radius`` is always in pixels (cv2.inpaint's cost grows with its square). For
 speed, the line-support test of images at least twice the reference size runs on the candidate mask
 max-pooled by ``short side // reference_size``, and only when some component still needs it.
@@ -93,8 +95,8 @@ class HairParams:
         px: the cells of a pigment network or of its light negative) to the component's own area; 1 = no test.
     grow: hysteresis factor in [0, 1): candidates above ``grow * threshold`` on straight runs that touch a kept
         strand are added (0 = off).
-    dilate: dilation radius of the final mask before inpainting, px at ``reference_size`` (0 = none; otherwise at
-        least 1 px at any size: the soft edge of a strand is a pixel wide however small the image).
+    dilate: dilation radius of the final mask before inpainting, px at ``reference_size`` (0 = none; where it
+        scales to 0 px, the strands' soft edge is added instead, see the module docstring).
     inpaint_method / inpaint_radius: :func:`cv2.inpaint` flavour (``"telea"`` or ``"ns"``) and radius in px (>= 1).
     dark_channel / light_channel: channel each polarity is measured on, one of ``CHANNELS``.
     auto_k / auto_floor: ``"auto"`` threshold = ``max(auto_floor, median + auto_k * 1.4826 * MAD)``.
@@ -191,12 +193,15 @@ def get_preset(name: str) -> HairParams:
 @dataclass(frozen=True)
 class HairDetection:
     """Result of :func:`detect_hair` (bool HxW masks, before the inpainting dilation): ``dark`` and ``light``
-    strands, ``mask = dark | light``, and ``frac`` = the fraction of image pixels in ``mask``, in [0, 1]."""
+    strands, ``mask = dark | light``, and ``frac`` = the fraction of image pixels in ``mask``, in [0, 1].
+    ``soft_edge``: only where the inpainting dilation scales to 0 px (:func:`dilate_px`), the pixels 8-adjacent to
+    a strand whose response exceeds half the threshold (not part of ``mask`` or ``frac``); else None."""
 
     mask: np.ndarray
     dark: np.ndarray
     light: np.ndarray
     frac: float
+    soft_edge: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -469,7 +474,8 @@ def _line_support(cand: np.ndarray, length: int, pool: int) -> np.ndarray:
 
 
 def _detect_one(img: np.ndarray, params: HairParams, fov: np.ndarray | None, dark: bool, k: int, scale: float,
-                exclude: np.ndarray | None = None) -> np.ndarray:
+                exclude: np.ndarray | None = None, soft_edge: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(strands, soft edge or None) of one polarity; see the module docstring."""
     import cv2
 
     from lesionkit.prep.order_stats import median_u8
@@ -505,7 +511,12 @@ def _detect_one(img: np.ndarray, params: HairParams, fov: np.ndarray | None, dar
         hit[labels[kept]] = True
         hit[0] = False
         kept = hit[labels]
-    return kept
+    edge = None
+    if soft_edge and kept.any():
+        edge = (cv2.dilate(kept.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~kept & (resp > 0.5 * t)
+        if fov is not None:
+            edge &= fov
+    return kept, edge
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -514,6 +525,11 @@ def _detect_one(img: np.ndarray, params: HairParams, fov: np.ndarray | None, dar
 def effective_kernel_size(params: HairParams, shape: tuple[int, ...]) -> int:
     """The kernel side (px, odd, >= 3) used on an image of ``shape`` (H, W[, C])."""
     return _odd(params.kernel_size * _scale(params, shape)) if params.reference_size is not None else params.kernel_size
+
+
+def dilate_px(params: HairParams, shape: tuple[int, ...]) -> int:
+    """The inpainting dilation radius (px) :func:`remove_hair` uses on an image of ``shape`` (H, W[, C])."""
+    return round(params.dilate * _scale(params, shape)) if params.reference_size is not None else params.dilate
 
 
 def detect_hair(img: np.ndarray, params: HairParams, fov_mask: np.ndarray | None = None) -> HairDetection:
@@ -536,11 +552,16 @@ def detect_hair(img: np.ndarray, params: HairParams, fov_mask: np.ndarray | None
         return HairDetection(mask=np.zeros((h, w), bool), dark=np.zeros((h, w), bool), light=np.zeros((h, w), bool),
                              frac=0.0)
     scale = _scale(params, img.shape)
-    dark = _detect_one(img, params, fov, True, k, scale) if params.dark else np.zeros((h, w), bool)
-    light = _detect_one(img, params, fov, False, k, scale, dark if params.light_after_dark else None) \
-        if params.light else np.zeros((h, w), bool)
+    soft = params.dilate > 0 and dilate_px(params, img.shape) == 0
+    none = np.zeros((h, w), bool), None
+    dark, edge_d = _detect_one(img, params, fov, True, k, scale, soft_edge=soft) if params.dark else none
+    light, edge_l = _detect_one(img, params, fov, False, k, scale, dark if params.light_after_dark else None,
+                                soft_edge=soft) if params.light else none
     mask = dark | light
-    return HairDetection(mask=mask, dark=dark, light=light, frac=float(mask.mean()))
+    edge = None
+    if edge_d is not None or edge_l is not None:
+        edge = (edge_d if edge_l is None else edge_l if edge_d is None else edge_d | edge_l) & ~mask
+    return HairDetection(mask=mask, dark=dark, light=light, frac=float(mask.mean()), soft_edge=edge)
 
 
 def remove_hair(img: np.ndarray, params: HairParams,
@@ -555,11 +576,10 @@ def remove_hair(img: np.ndarray, params: HairParams,
     det = detect_hair(img, params, fov_mask)
     if not det.mask.any():
         return img.copy(), det
-    scale = _scale(params, img.shape)
     mask = det.mask.astype(np.uint8)
-    # a strand's soft (anti-aliased) edge is at least a pixel wide at any image size: never scale the radius to 0
-    r = max(1, round(params.dilate * scale)) if params.reference_size is not None and params.dilate > 0 \
-        else params.dilate
+    if det.soft_edge is not None:
+        mask |= det.soft_edge.view(np.uint8)
+    r = dilate_px(params, img.shape)
     if r > 0:
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         if fov_mask is not None:
@@ -575,6 +595,7 @@ __all__ = [
     "HairDetection",
     "HairParams",
     "detect_hair",
+    "dilate_px",
     "effective_kernel_size",
     "get_preset",
     "remove_hair",
