@@ -35,7 +35,7 @@ Algorithm of :func:`detect_hair` (every size below is in pixels of an image whos
 
 :func:`remove_hair` dilates the union of both masks by ``dilate`` px (a strand's soft edge is below threshold
 but still visible) and fills it with :func:`cv2.inpaint` (``inpaint_method``, ``inpaint_radius``). On small
-images, where that radius scales below half a pixel (short side <= 128 px at the defaults), it adds instead the
+images, where that radius rounds to 0 px (short side <= 128 px at the defaults: 0.5 rounds to 0), it adds instead the
 pixels next to the strands that still respond at half the threshold (``HairDetection.soft_edge``): a full pixel
 of dilation there costs more lesion detail than it removes hair (``benchmarks/bench_hair.py`` at 96 and 128 px).
 
