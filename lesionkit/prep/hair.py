@@ -558,9 +558,8 @@ def detect_hair(img: np.ndarray, params: HairParams, fov_mask: np.ndarray | None
     light, edge_l = _detect_one(img, params, fov, False, k, scale, dark if params.light_after_dark else None,
                                 soft_edge=soft) if params.light else none
     mask = dark | light
-    edge = None
-    if edge_d is not None or edge_l is not None:
-        edge = (edge_d if edge_l is None else edge_l if edge_d is None else edge_d | edge_l) & ~mask
+    edges = [e for e in (edge_d, edge_l) if e is not None]
+    edge = np.logical_or.reduce(edges) & ~mask if edges else None
     return HairDetection(mask=mask, dark=dark, light=light, frac=float(mask.mean()), soft_edge=edge)
 
 
