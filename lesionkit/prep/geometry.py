@@ -562,7 +562,7 @@ def segment_lesion(img: np.ndarray, fov_mask: np.ndarray | None = None, min_frac
         return LesionSegmentation(empty, False, f"no region clearly darker than the skin (contrast {contrast:.1f} < "
                                   f"{min_contrast:g} {channel} levels)", channel, t, float(sm.mean()), contrast)
     if grow > 0:
-        d = round(grow * short)
+        d = lesion_margin_px(small.shape, grow)
         if d > 0:
             sm = cv2.dilate(sm.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1))).astype(bool)
             sm &= fov
